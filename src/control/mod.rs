@@ -1,0 +1,549 @@
+//! Control layer: rooms, participants, roles, tokens. No GStreamer or HTTP
+//! types here; the media plane is reached through `media::RoomMedia`'s
+//! plain-Rust methods, the edge through the types below.
+//!
+//! [`Control`] is the directory of rooms. Each open room is an actor
+//! ([`room`]): one tokio task owning that room's state, fed commands over a
+//! channel and publishing a snapshot for readers.
+
+pub mod room;
+pub mod tokens;
+
+use crate::config::IceSettings;
+use crate::ids::{ParticipantId, RoomId};
+use crate::model::{Role, RoomMode, RoomRecord, Visibility, now_rfc3339, unix_now};
+use crate::signaling::{IceServer, ParticipantInfo, ServerMessage};
+use crate::store::{Store, StoreError};
+use room::{Command, JoinRequest, RoomHandle};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokens::{TokenError, TokenKind, TokenSigner};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most participants a room may be configured for.
+pub const MAX_PARTICIPANTS_LIMIT: u32 = 100;
+/// Default cap.
+pub const DEFAULT_MAX_PARTICIPANTS: u32 = 50;
+/// Longest room name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
+
+/// Why the control layer said no.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Unknown room or participant.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The room was closed.
+    #[error("the room is closed")]
+    RoomClosed,
+    /// The room is locked.
+    #[error("the room is locked")]
+    RoomLocked,
+    /// The room is full.
+    #[error("the room is full")]
+    RoomFull,
+    /// The token does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The token is not valid.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid request, invalid values.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage failed.
+    #[error("storage error: {0}")]
+    Store(#[from] StoreError),
+    /// The media plane failed.
+    #[error("media error: {0}")]
+    Media(String),
+}
+
+impl ControlError {
+    /// snake_case code for the JSON error shape and signaling errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ControlError::NotFound(_) => "not_found",
+            ControlError::RoomClosed => "room_closed",
+            ControlError::RoomLocked => "room_locked",
+            ControlError::RoomFull => "room_full",
+            ControlError::Forbidden(_) => "forbidden",
+            ControlError::Unauthorized(_) => "unauthorized",
+            ControlError::Invalid(_) => "invalid_request",
+            ControlError::Store(_) => "internal",
+            ControlError::Media(_) => "media_error",
+        }
+    }
+}
+
+impl From<TokenError> for ControlError {
+    fn from(e: TokenError) -> Self {
+        ControlError::Unauthorized(e.to_string())
+    }
+}
+
+/// Body of `POST /api/v1/rooms`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreateRoom {
+    /// Name.
+    pub name: String,
+    /// Cap.
+    #[serde(default)]
+    pub max_participants: Option<u32>,
+    /// Visibility.
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
+    /// Lobby.
+    #[serde(default)]
+    pub lobby: Option<bool>,
+    /// Mode.
+    #[serde(default)]
+    pub mode: Option<RoomMode>,
+}
+
+/// Body of `PATCH /api/v1/rooms/{id}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PatchRoom {
+    /// Name.
+    pub name: Option<String>,
+    /// Cap.
+    pub max_participants: Option<u32>,
+    /// Visibility.
+    pub visibility: Option<Visibility>,
+    /// Lobby.
+    pub lobby: Option<bool>,
+    /// Locked.
+    pub locked: Option<bool>,
+    /// Invite link works.
+    pub invites_enabled: Option<bool>,
+}
+
+/// A room as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomView {
+    /// Id.
+    pub id: RoomId,
+    /// Name.
+    pub name: String,
+    /// Cap.
+    pub max_participants: u32,
+    /// Visibility.
+    pub visibility: Visibility,
+    /// Lobby.
+    pub lobby: bool,
+    /// Mode.
+    pub mode: RoomMode,
+    /// Locked.
+    pub locked: bool,
+    /// Invite link works.
+    pub invites_enabled: bool,
+    /// People inside now.
+    pub participant_count: usize,
+    /// Creation time.
+    pub created_at: String,
+    /// Link for guests.
+    pub invite_url: String,
+    /// Link for hosts.
+    pub host_url: String,
+    /// Present on `GET /rooms/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participants: Option<Vec<ParticipantInfo>>,
+}
+
+/// A listed room on the public list.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicRoom {
+    /// Id.
+    pub id: RoomId,
+    /// Name.
+    pub name: String,
+    /// People inside.
+    pub participant_count: usize,
+    /// Link to join (the invite link).
+    pub join_url: String,
+}
+
+/// Settings the control layer needs.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// Base of returned URLs.
+    pub public_url: String,
+    /// ICE for media.
+    pub ice: IceSettings,
+    /// Empty rooms close after this.
+    pub empty_timeout: Duration,
+}
+
+/// What a successful join gives the edge.
+#[derive(Debug)]
+pub struct Joined {
+    /// Room actor to send the participant's messages to.
+    pub room: RoomHandle,
+    /// The participant.
+    pub participant: ParticipantId,
+    /// Connection serial (a reconnect of the same participant gets a new one).
+    pub connection: u64,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    signer: TokenSigner,
+    settings: ControlSettings,
+    rooms: Mutex<HashMap<RoomId, RoomHandle>>,
+}
+
+/// The room directory.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+fn check_name(name: &str) -> Result<String, ControlError> {
+    let name = name.trim();
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ControlError::Invalid(format!(
+            "name must be 1..={MAX_NAME_CHARS} printable characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_max(n: u32) -> Result<u32, ControlError> {
+    if (1..=MAX_PARTICIPANTS_LIMIT).contains(&n) {
+        Ok(n)
+    } else {
+        Err(ControlError::Invalid(format!(
+            "max_participants must be 1..={MAX_PARTICIPANTS_LIMIT}"
+        )))
+    }
+}
+
+/// Converts configured STUN/TURN URLs to what a browser's RTCPeerConnection takes.
+pub fn client_ice_servers(ice: &IceSettings) -> Vec<IceServer> {
+    let mut out = Vec::new();
+    if let Some(stun) = &ice.stun_server {
+        out.push(IceServer {
+            urls: vec![format!("stun:{}", stun.trim_start_matches("stun://"))],
+            username: None,
+            credential: None,
+        });
+    }
+    for turn in &ice.turn_servers {
+        let (scheme, rest) = match turn.split_once("://") {
+            Some(("turns", r)) => ("turns", r),
+            Some((_, r)) => ("turn", r),
+            None => continue,
+        };
+        let (creds, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+        let (user, pass) = creds.split_once(':').unwrap_or((creds, ""));
+        out.push(IceServer {
+            urls: vec![format!("{scheme}:{host}")],
+            username: (!user.is_empty()).then(|| user.to_owned()),
+            credential: (!pass.is_empty()).then(|| pass.to_owned()),
+        });
+    }
+    out
+}
+
+impl Control {
+    /// Loads every open room from the store and starts its actor.
+    pub fn start(store: Arc<Store>, settings: ControlSettings) -> Result<Self, ControlError> {
+        let signer = TokenSigner::new(store.secret()?);
+        let purged = store.purge_revocations(unix_now())?;
+        if purged > 0 {
+            tracing::debug!(purged, "expired revocations dropped");
+        }
+        let control = Self {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                signer,
+                settings,
+                rooms: Mutex::new(HashMap::new()),
+            }),
+        };
+        for record in store.open_rooms()? {
+            control.spawn_room(record);
+        }
+        Ok(control)
+    }
+
+    /// The token signer (for tests and tools).
+    pub fn signer(&self) -> &TokenSigner {
+        &self.inner.signer
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomHandle>> {
+        self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spawn_room(&self, record: RoomRecord) -> RoomHandle {
+        let id = record.id.clone();
+        let weak = Arc::downgrade(&self.inner);
+        let on_closed = Box::new(move |id: &RoomId| {
+            if let Some(inner) = weak.upgrade() {
+                inner.rooms.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+            }
+        });
+        let handle = room::spawn(
+            record,
+            room::RoomDeps {
+                store: self.inner.store.clone(),
+                signer: self.inner.signer.clone(),
+                ice: self.inner.settings.ice.clone(),
+                empty_timeout: self.inner.settings.empty_timeout,
+                on_closed,
+            },
+        );
+        self.rooms().insert(id, handle.clone());
+        handle
+    }
+
+    fn handle(&self, id: &RoomId) -> Result<RoomHandle, ControlError> {
+        if let Some(h) = self.rooms().get(id) {
+            if !h.is_closed() {
+                return Ok(h.clone());
+            }
+        }
+        match self.inner.store.get_room(id)? {
+            Some(r) if r.closed_at.is_some() => Err(ControlError::RoomClosed),
+            _ => Err(ControlError::NotFound("room")),
+        }
+    }
+
+    fn url(&self, id: &RoomId, token: &str) -> String {
+        format!("{}/r/{}#t={}", self.inner.settings.public_url, id, token)
+    }
+
+    fn view(&self, record: &RoomRecord, participants: &[ParticipantInfo], with_list: bool) -> RoomView {
+        let signer = &self.inner.signer;
+        RoomView {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            max_participants: record.max_participants,
+            visibility: record.visibility,
+            lobby: record.lobby,
+            mode: record.mode,
+            locked: record.locked,
+            invites_enabled: record.invites_enabled,
+            participant_count: participants.len(),
+            created_at: record.created_at.clone(),
+            invite_url: self.url(&record.id, &signer.link(&record.id, Role::Guest, record.invite_generation)),
+            host_url: self.url(&record.id, &signer.link(&record.id, Role::Host, 0)),
+            participants: with_list.then(|| participants.to_vec()),
+        }
+    }
+
+    /// Creates a room.
+    pub fn create_room(&self, req: CreateRoom) -> Result<RoomView, ControlError> {
+        let record = RoomRecord {
+            id: RoomId::generate(),
+            name: check_name(&req.name)?,
+            max_participants: check_max(req.max_participants.unwrap_or(DEFAULT_MAX_PARTICIPANTS))?,
+            visibility: req.visibility.unwrap_or_default(),
+            lobby: req.lobby.unwrap_or(false),
+            mode: req.mode.unwrap_or_default(),
+            locked: false,
+            invites_enabled: true,
+            invite_generation: 0,
+            created_at: now_rfc3339(),
+            closed_at: None,
+        };
+        self.inner.store.insert_room(&record)?;
+        tracing::info!(room = %record.id, "room created");
+        self.spawn_room(record.clone());
+        Ok(self.view(&record, &[], false))
+    }
+
+    /// Every open room.
+    pub fn list_rooms(&self) -> Vec<RoomView> {
+        let handles: Vec<RoomHandle> = self.rooms().values().cloned().collect();
+        let mut views: Vec<RoomView> = handles
+            .iter()
+            .filter(|h| !h.is_closed())
+            .map(|h| {
+                let snap = h.snapshot();
+                self.view(&snap.record, &snap.participants, false)
+            })
+            .collect();
+        views.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        views
+    }
+
+    /// Listed rooms, for anyone.
+    pub fn public_rooms(&self) -> Vec<PublicRoom> {
+        self.list_rooms()
+            .into_iter()
+            .filter(|r| r.visibility == Visibility::Listed && r.invites_enabled)
+            .map(|r| PublicRoom {
+                id: r.id,
+                name: r.name,
+                participant_count: r.participant_count,
+                join_url: r.invite_url,
+            })
+            .collect()
+    }
+
+    /// One room with its participants.
+    pub fn get_room(&self, id: &RoomId) -> Result<RoomView, ControlError> {
+        let snap = self.handle(id).map_err(hide_closed)?.snapshot();
+        Ok(self.view(&snap.record, &snap.participants, true))
+    }
+
+    /// Participants of a room.
+    pub fn participants(&self, id: &RoomId) -> Result<Vec<ParticipantInfo>, ControlError> {
+        Ok(self.handle(id).map_err(hide_closed)?.snapshot().participants)
+    }
+
+    /// Changes settings.
+    pub async fn update_room(&self, id: &RoomId, mut patch: PatchRoom) -> Result<RoomView, ControlError> {
+        if let Some(n) = &patch.name {
+            patch.name = Some(check_name(n)?);
+        }
+        if let Some(m) = patch.max_participants {
+            check_max(m)?;
+        }
+        let handle = self.handle(id).map_err(hide_closed)?;
+        let (tx, rx) = oneshot::channel();
+        handle.send(Command::Update { patch, reply: tx })?;
+        rx.await.map_err(|_| ControlError::NotFound("room"))??;
+        self.get_room(id).map(|mut v| {
+            v.participants = None;
+            v
+        })
+    }
+
+    /// Issues a new invite link; all older ones stop working.
+    pub async fn rotate_invite(&self, id: &RoomId) -> Result<RoomView, ControlError> {
+        let handle = self.handle(id).map_err(hide_closed)?;
+        let (tx, rx) = oneshot::channel();
+        handle.send(Command::RotateInvite { reply: tx })?;
+        rx.await.map_err(|_| ControlError::NotFound("room"))??;
+        self.get_room(id).map(|mut v| {
+            v.participants = None;
+            v
+        })
+    }
+
+    /// Closes a room: everyone is disconnected, links stop working.
+    pub async fn close_room(&self, id: &RoomId) -> Result<(), ControlError> {
+        let handle = self.handle(id).map_err(hide_closed)?;
+        let (tx, rx) = oneshot::channel();
+        handle.send(Command::Close { reply: Some(tx) })?;
+        // The actor answers once everyone was told and the room is stored closed.
+        let _ = rx.await;
+        self.rooms().remove(id);
+        Ok(())
+    }
+
+    /// Removes a participant (revoking its session).
+    pub async fn remove_participant(&self, id: &RoomId, pid: &ParticipantId) -> Result<(), ControlError> {
+        let handle = self.handle(id).map_err(hide_closed)?;
+        let (tx, rx) = oneshot::channel();
+        handle.send(Command::Remove {
+            participant: pid.clone(),
+            reply: tx,
+        })?;
+        rx.await.map_err(|_| ControlError::NotFound("room"))?
+    }
+
+    /// Admits a participant into a room with a link or session token.
+    /// `out` receives every message for that participant; when it is
+    /// dropped by the room, the edge closes the socket.
+    pub async fn join(
+        &self,
+        token: &str,
+        session: Option<&str>,
+        display_name: &str,
+        out: mpsc::Sender<ServerMessage>,
+    ) -> Result<Joined, ControlError> {
+        let now = unix_now();
+        let display_name = display_name.trim();
+        let n = display_name.chars().count();
+        if n == 0 || n > MAX_DISPLAY_NAME_CHARS || display_name.chars().any(char::is_control) {
+            return Err(ControlError::Invalid(format!(
+                "display_name must be 1..={MAX_DISPLAY_NAME_CHARS} printable characters"
+            )));
+        }
+        let link = self.inner.signer.verify(token, now)?;
+        if link.kind != TokenKind::Link {
+            return Err(ControlError::Unauthorized("not a room link".into()));
+        }
+        if !matches!(link.role, Role::Host | Role::Guest) {
+            return Err(ControlError::Forbidden("this link cannot join the call".into()));
+        }
+        // A valid session of the same room lets a participant come back as itself.
+        let resume = match session {
+            Some(s) => match self.inner.signer.verify(s, now) {
+                Ok(c)
+                    if c.kind == TokenKind::Session
+                        && c.room == link.room
+                        && c.jti.as_deref().is_some_and(|j| !self.inner.store.is_revoked(j).unwrap_or(true)) =>
+                {
+                    c.participant.clone()
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let handle = self.handle(&link.room)?;
+        let (tx, rx) = oneshot::channel();
+        handle.send(Command::Join(JoinRequest {
+            role: link.role,
+            link_generation: link.generation,
+            resume,
+            display_name: display_name.to_owned(),
+            out,
+            ice_servers: client_ice_servers(&self.inner.settings.ice),
+            reply: tx,
+        }))?;
+        let (participant, connection) = rx.await.map_err(|_| ControlError::RoomClosed)??;
+        Ok(Joined {
+            room: handle,
+            participant,
+            connection,
+        })
+    }
+}
+
+/// REST answers 404 for closed rooms (the contract: `GET` on a closed room is 404).
+fn hide_closed(e: ControlError) -> ControlError {
+    match e {
+        ControlError::RoomClosed => ControlError::NotFound("room"),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_servers_for_browsers() {
+        let ice = IceSettings {
+            stun_server: Some("stun://stun.example.org:3478".into()),
+            turn_servers: vec!["turn://ann:s3cret@turn.example.org:3478".into()],
+            ..Default::default()
+        };
+        let s = client_ice_servers(&ice);
+        assert_eq!(s[0].urls, vec!["stun:stun.example.org:3478"]);
+        assert_eq!(s[1].urls, vec!["turn:turn.example.org:3478"]);
+        assert_eq!(s[1].username.as_deref(), Some("ann"));
+        assert_eq!(s[1].credential.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn names_and_caps_are_validated() {
+        assert!(check_name("").is_err());
+        assert!(check_name(&"x".repeat(101)).is_err());
+        assert_eq!(check_name("  Team sync ").unwrap(), "Team sync");
+        assert!(check_name("a\u{0}b").is_err());
+        assert!(check_max(0).is_err());
+        assert!(check_max(101).is_err());
+        assert_eq!(check_max(100).unwrap(), 100);
+    }
+}

@@ -1,0 +1,140 @@
+//! The one place where every failure becomes `{"error": {"code", "message"}}`
+//! with its HTTP status.
+
+use crate::control::ControlError;
+use serde::Serialize;
+use std::convert::Infallible;
+use warp::http::StatusCode;
+use warp::reject::Reject;
+use warp::{Rejection, Reply};
+
+/// An API error on its way to the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// snake_case code.
+    pub code: &'static str,
+    /// Human text (never contains tokens).
+    pub message: String,
+}
+
+impl Reject for ApiError {}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 404.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    /// 422.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+
+    /// 429.
+    pub fn rate_limited() -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests, slow down")
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match &e {
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::RoomClosed | ControlError::RoomLocked | ControlError::RoomFull => StatusCode::CONFLICT,
+            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ControlError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ControlError::Store(_) | ControlError::Media(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!("request failed: {e}");
+        }
+        let message = if status.is_server_error() {
+            "internal error".to_owned()
+        } else {
+            e.to_string()
+        };
+        ApiError::new(status, e.code(), message)
+    }
+}
+
+impl From<ControlError> for Rejection {
+    fn from(e: ControlError) -> Self {
+        warp::reject::custom(ApiError::from(e))
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// The JSON error reply.
+pub fn reply(e: &ApiError) -> warp::reply::Response {
+    let body = Body {
+        error: Inner {
+            code: e.code,
+            message: &e.message,
+        },
+    };
+    warp::reply::with_status(warp::reply::json(&body), e.status).into_response()
+}
+
+/// Turns every rejection into the JSON error shape.
+pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let e = if let Some(e) = r.find::<ApiError>() {
+        e.clone()
+    } else if r.is_not_found() {
+        ApiError::not_found("resource")
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", "Content-Length required")
+    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "unsupported content type")
+    } else if let Some(h) = r.find::<warp::reject::MissingHeader>() {
+        ApiError::bad_request(format!("missing header {}", h.name()))
+    } else if let Some(h) = r.find::<warp::reject::InvalidHeader>() {
+        ApiError::bad_request(format!("invalid header {}", h.name()))
+    } else if r.find::<warp::reject::InvalidQuery>().is_some() {
+        ApiError::bad_request("invalid query string")
+    } else if r.find::<warp::filters::ws::MissingConnectionUpgrade>().is_some() {
+        ApiError::bad_request("WebSocket upgrade expected")
+    } else {
+        tracing::warn!("unhandled rejection: {r:?}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    };
+    if e.status.is_client_error() {
+        tracing::debug!(status = e.status.as_u16(), code = e.code, "request refused: {}", e.message);
+    }
+    Ok(reply(&e))
+}

@@ -1,0 +1,526 @@
+//! A synthetic participant: a real WebRTC peer on webrtcbin that speaks our
+//! signaling protocol, publishes a solid colour and a sine tone, and decodes
+//! what it receives, recording per remote participant how many frames and
+//! samples arrived, the colour seen and the tone heard.
+
+use crate::ids::ParticipantId;
+use crate::media::{MediaError, ice, peer as sdp_ops};
+use crate::signaling::{ClientMessage, PcKind, ServerMessage};
+use anyhow::{Context, anyhow, bail};
+use futures::{SinkExt, StreamExt};
+use gst::prelude::*;
+use gst_webrtc::WebRTCSDPType;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Video codec a test peer publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum VideoCodec {
+    /// VP8 (vp8enc).
+    #[default]
+    Vp8,
+    /// H.264 (x264enc).
+    H264,
+}
+
+/// How a test peer behaves.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Invite or host URL (`http://host/r/r_…#t=…`).
+    pub link: String,
+    /// Display name.
+    pub name: String,
+    /// Solid colour published, 0xRRGGBB.
+    pub color: u32,
+    /// Tone published, Hz.
+    pub freq: f64,
+    /// Video codec.
+    pub codec: VideoCodec,
+    /// Publish media at all.
+    pub publish: bool,
+    /// Addresses for ICE host candidates (tests: 127.0.0.1).
+    pub ice_local_ips: Vec<IpAddr>,
+    /// Session token to resume as an earlier participant.
+    pub session: Option<String>,
+}
+
+impl PeerConfig {
+    /// A peer with defaults for `link`.
+    pub fn new(link: &str, name: &str) -> Self {
+        Self {
+            link: link.to_owned(),
+            name: name.to_owned(),
+            color: 0xff0000,
+            freq: 440.0,
+            codec: VideoCodec::Vp8,
+            publish: true,
+            ice_local_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            session: None,
+        }
+    }
+}
+
+/// What arrived from one remote participant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RemoteStats {
+    /// Video frames decoded.
+    pub video_frames: u64,
+    /// Milliseconds from our `joined` to the first decoded frame.
+    pub first_video_ms: Option<u64>,
+    /// Audio samples decoded (mono, 48 kHz).
+    pub audio_samples: u64,
+    /// Tone estimated from zero crossings, Hz.
+    pub audio_freq: Option<f64>,
+    /// Colour of the centre pixel of the last frame.
+    pub last_rgb: Option<[u8; 3]>,
+    /// Video codec received.
+    pub video_codec: Option<String>,
+    #[serde(skip)]
+    crossings: u64,
+    #[serde(skip)]
+    last_sign: bool,
+}
+
+/// Everything a test peer saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerStats {
+    /// Our participant id.
+    pub participant_id: Option<ParticipantId>,
+    /// Per remote participant (by id).
+    pub remote: BTreeMap<ParticipantId, RemoteStats>,
+    /// Others currently in the room, per signaling.
+    pub present: Vec<ParticipantId>,
+    /// Error codes received.
+    pub errors: Vec<String>,
+    /// Subscribe offers received.
+    pub subscribe_offers: u64,
+    /// The socket closed.
+    pub disconnected: bool,
+    /// Session token.
+    #[serde(skip)]
+    pub session: Option<String>,
+}
+
+type Shared = Arc<Mutex<PeerStats>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, PeerStats> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Outgoing signaling from GStreamer callbacks.
+enum Out {
+    Msg(ClientMessage),
+    Raw(String),
+    Leave,
+}
+
+/// A running test peer. Dropping it stops its media and socket abruptly.
+pub struct TestPeer {
+    stats: Shared,
+    out: mpsc::UnboundedSender<Out>,
+    task: tokio::task::JoinHandle<()>,
+    pipeline: gst::Pipeline,
+    /// Our participant id.
+    pub id: ParticipantId,
+}
+
+impl Drop for TestPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// `http://host:port/r/r_x#t=TOKEN` → (`ws://host:port/ws`, TOKEN).
+pub fn split_link(link: &str) -> anyhow::Result<(String, String)> {
+    let url = url::Url::parse(link).context("invalid link")?;
+    let token = url
+        .fragment()
+        .and_then(|f| f.strip_prefix("t="))
+        .ok_or_else(|| anyhow!("link has no #t= token"))?
+        .to_owned();
+    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+    let host = url.host_str().ok_or_else(|| anyhow!("link has no host"))?;
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Ok((format!("{scheme}://{host}{port}/ws"), token))
+}
+
+fn source_bin(cfg: &PeerConfig) -> anyhow::Result<(gst::Bin, gst::Bin)> {
+    let (enc, pay, caps) = match cfg.codec {
+        VideoCodec::Vp8 => (
+            "vp8enc deadline=1 cpu-used=8 target-bitrate=300000 keyframe-max-dist=3000 error-resilient=default",
+            "rtpvp8pay pt=96 mtu=1200 picture-id-mode=15-bit",
+            "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000,rtcp-fb-nack-pli=true",
+        ),
+        VideoCodec::H264 => (
+            "x264enc tune=zerolatency speed-preset=ultrafast bitrate=300 key-int-max=3000 ! video/x-h264,profile=constrained-baseline",
+            "rtph264pay pt=102 mtu=1200 config-interval=-1 aggregate-mode=zero-latency",
+            "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,packetization-mode=(string)1,rtcp-fb-nack-pli=true",
+        ),
+    };
+    let video = format!(
+        "videotestsrc is-live=true pattern=solid-color foreground-color={:#010x} ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! {enc} ! {pay} ! capsfilter caps=\"{caps}\"",
+        0xff00_0000u32 | (cfg.color & 0xff_ffff)
+    );
+    let audio = format!(
+        "audiotestsrc is-live=true wave=sine freq={} volume=0.4 ! audioconvert ! audioresample ! opusenc bitrate=32000 ! rtpopuspay pt=111 ! capsfilter caps=\"application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2,rtcp-fb-nack-pli=true\"",
+        cfg.freq
+    );
+    let v = gst::parse::bin_from_description(&video, true).context("video source")?;
+    let a = gst::parse::bin_from_description(&audio, true).context("audio source")?;
+    Ok((v, a))
+}
+
+fn sink_description(encoding: &str) -> Option<&'static str> {
+    Some(match encoding {
+        "VP8" => {
+            "rtpvp8depay request-keyframe=true wait-for-keyframe=true ! vp8dec ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false max-buffers=2 drop=true"
+        }
+        "H264" => {
+            "rtph264depay request-keyframe=true wait-for-keyframe=true ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false max-buffers=2 drop=true"
+        }
+        "OPUS" => {
+            "rtpopusdepay ! opusdec ! audioconvert ! audioresample ! audio/x-raw,format=S16LE,channels=1,rate=48000 ! appsink name=sink sync=false max-buffers=8 drop=true"
+        }
+        _ => return None,
+    })
+}
+
+fn on_video_sample(stats: &Shared, joined: Instant, from: &ParticipantId, sample: &gst::Sample) {
+    let rgb = (|| {
+        let caps = sample.caps()?;
+        let s = caps.structure(0)?;
+        let (w, h) = (s.get::<i32>("width").ok()? as usize, s.get::<i32>("height").ok()? as usize);
+        let buf = sample.buffer()?;
+        let map = buf.map_readable().ok()?;
+        let stride = (w * 3).div_ceil(4) * 4;
+        let off = (h / 2) * stride + (w / 2) * 3;
+        map.get(off..off + 3).map(|p| [p[0], p[1], p[2]])
+    })();
+    let mut s = lock(stats);
+    let r = s.remote.entry(from.clone()).or_default();
+    r.video_frames += 1;
+    if r.first_video_ms.is_none() {
+        r.first_video_ms = Some(joined.elapsed().as_millis() as u64);
+    }
+    if rgb.is_some() {
+        r.last_rgb = rgb;
+    }
+}
+
+fn on_audio_sample(stats: &Shared, from: &ParticipantId, sample: &gst::Sample) {
+    let Some(buf) = sample.buffer() else { return };
+    let Ok(map) = buf.map_readable() else { return };
+    let mut s = lock(stats);
+    let r = s.remote.entry(from.clone()).or_default();
+    for chunk in map.chunks_exact(2) {
+        let v = i16::from_le_bytes([chunk[0], chunk[1]]);
+        let sign = v >= 0;
+        if sign != r.last_sign && v.unsigned_abs() > 64 {
+            r.crossings += 1;
+            r.last_sign = sign;
+        }
+        r.audio_samples += 1;
+    }
+    if r.audio_samples > 4800 {
+        r.audio_freq = Some(r.crossings as f64 / 2.0 / (r.audio_samples as f64 / 48_000.0));
+    }
+}
+
+/// Attaches a decoder to a subscribe-side pad for the participant owning `mid`.
+fn attach_decoder(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    owner: ParticipantId,
+    stats: Shared,
+    joined: Instant,
+) -> Result<(), MediaError> {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let encoding = caps
+        .structure(0)
+        .and_then(|s| s.get::<&str>("encoding-name").ok())
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    let desc = sink_description(&encoding)
+        .ok_or_else(|| MediaError::Pipeline(format!("cannot decode {encoding}")))?;
+    let bin = gst::parse::bin_from_description(desc, true)
+        .map_err(|e| MediaError::Pipeline(format!("decoder: {e}")))?;
+    let appsink = bin
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| MediaError::Pipeline("no appsink".into()))?;
+    let is_video = encoding != "OPUS";
+    if is_video {
+        lock(&stats).remote.entry(owner.clone()).or_default().video_codec = Some(encoding.clone());
+    }
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if is_video {
+                    on_video_sample(&stats, joined, &owner, &sample);
+                } else {
+                    on_audio_sample(&stats, &owner, &sample);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    pipeline
+        .add(&bin)
+        .map_err(|e| MediaError::Pipeline(format!("add decoder: {e}")))?;
+    let _ = bin.sync_state_with_parent();
+    let sink = bin
+        .static_pad("sink")
+        .ok_or_else(|| MediaError::Pipeline("decoder without sink".into()))?;
+    pad.link(&sink)
+        .map_err(|e| MediaError::Pipeline(format!("link decoder: {e:?}")))?;
+    Ok(())
+}
+
+fn new_webrtcbin(
+    name: &str,
+    cfg: &PeerConfig,
+    pc: PcKind,
+    out: mpsc::UnboundedSender<Out>,
+) -> anyhow::Result<gst::Element> {
+    let bin = gst::ElementFactory::make("webrtcbin").name(name).build()?;
+    ice::configure(
+        &bin,
+        &crate::config::IceSettings {
+            local_ips: cfg.ice_local_ips.clone(),
+            ..Default::default()
+        },
+    );
+    bin.connect("on-ice-candidate", false, move |values| {
+        let mline = values.get(1).and_then(|v| v.get::<u32>().ok())?;
+        let candidate = values.get(2).and_then(|v| v.get::<String>().ok())?;
+        let _ = out.send(Out::Msg(ClientMessage::Ice {
+            pc,
+            candidate,
+            sdp_mline_index: mline,
+        }));
+        None
+    });
+    Ok(bin)
+}
+
+impl TestPeer {
+    /// Joins the room behind `cfg.link`; returns once the server said `joined`.
+    pub async fn join(cfg: PeerConfig) -> anyhow::Result<Self> {
+        gst::init()?;
+        let (ws_url, token) = split_link(&cfg.link)?;
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+            .await
+            .with_context(|| format!("connecting {ws_url}"))?;
+        let (mut ws_tx, mut ws_rx) = ws.split();
+        let join = ClientMessage::Join {
+            version: crate::signaling::PROTOCOL_VERSION,
+            token,
+            session: cfg.session.clone(),
+            display_name: cfg.name.clone(),
+        };
+        ws_tx.send(Message::Text(serde_json::to_string(&join)?)).await?;
+        // Wait for joined (or a refusal).
+        let (pid, session) = loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), ws_rx.next())
+                .await
+                .context("no answer to join")?
+                .ok_or_else(|| anyhow!("socket closed before joined"))??;
+            let Message::Text(text) = frame else { continue };
+            match serde_json::from_str::<ServerMessage>(&text)? {
+                ServerMessage::Joined {
+                    participant_id,
+                    session,
+                    ..
+                } => break (participant_id, session),
+                ServerMessage::Error { code, message, .. } => bail!("join refused: {code}: {message}"),
+                _ => continue,
+            }
+        };
+        let joined_at = Instant::now();
+        let stats: Shared = Arc::new(Mutex::new(PeerStats {
+            participant_id: Some(pid.clone()),
+            session: Some(session),
+            ..Default::default()
+        }));
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
+        let pipeline = gst::Pipeline::with_name(&format!("peer_{}", cfg.name));
+        let publish = new_webrtcbin("pub", &cfg, PcKind::Publish, out_tx.clone())?;
+        let subscribe = new_webrtcbin("sub", &cfg, PcKind::Subscribe, out_tx.clone())?;
+        pipeline.add_many([&publish, &subscribe])?;
+        // Which participant each subscribe m-line carries, from the latest offer.
+        let mids: Arc<Mutex<HashMap<String, ParticipantId>>> = Arc::default();
+        {
+            let weak = pipeline.downgrade();
+            let mids = mids.clone();
+            let stats = stats.clone();
+            subscribe.connect_pad_added(move |_, pad| {
+                if pad.direction() != gst::PadDirection::Src {
+                    return;
+                }
+                let Some(pipeline) = weak.upgrade() else { return };
+                let mid = pad
+                    .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
+                    .and_then(|t| t.mid())
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                let owner = mids.lock().unwrap_or_else(|p| p.into_inner()).get(&mid).cloned();
+                let Some(owner) = owner else {
+                    tracing::warn!(mid, "track of unknown owner");
+                    return;
+                };
+                if let Err(e) = attach_decoder(&pipeline, pad, owner, stats.clone(), joined_at) {
+                    tracing::warn!("cannot decode: {e}");
+                }
+            });
+        }
+        if cfg.publish {
+            let (v, a) = source_bin(&cfg)?;
+            pipeline.add_many([v.upcast_ref::<gst::Element>(), a.upcast_ref()])?;
+            for src in [&v, &a] {
+                let sink = publish
+                    .request_pad_simple("sink_%u")
+                    .ok_or_else(|| anyhow!("webrtcbin sink pad"))?;
+                src.static_pad("src")
+                    .ok_or_else(|| anyhow!("source without src pad"))?
+                    .link(&sink)?;
+            }
+        }
+        pipeline.set_state(gst::State::Playing)?;
+        if cfg.publish {
+            let offer = sdp_ops::create_and_set_local(&publish, "offer").await?;
+            let _ = out_tx.send(Out::Msg(ClientMessage::PublishOffer { sdp: offer }));
+        }
+
+        let task_stats = stats.clone();
+        let out = out_tx.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    out = out_rx.recv() => {
+                        let frame = match out {
+                            Some(Out::Msg(m)) => serde_json::to_string(&m).unwrap_or_default(),
+                            Some(Out::Raw(t)) => t,
+                            Some(Out::Leave) => {
+                                let _ = ws_tx.send(Message::Text(r#"{"type":"leave"}"#.into())).await;
+                                let _ = ws_tx.close().await;
+                                break;
+                            }
+                            None => break,
+                        };
+                        if ws_tx.send(Message::Text(frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                    frame = ws_rx.next() => {
+                        let text = match frame {
+                            Some(Ok(Message::Text(t))) => t,
+                            Some(Ok(_)) => continue,
+                            _ => break,
+                        };
+                        let Ok(msg) = serde_json::from_str::<ServerMessage>(&text) else { continue };
+                        if let Err(e) = handle_server_message(msg, &publish, &subscribe, &mids, &task_stats, &out_tx).await {
+                            tracing::warn!("test peer: {e}");
+                            lock(&task_stats).errors.push(format!("local: {e}"));
+                        }
+                    }
+                }
+            }
+            lock(&task_stats).disconnected = true;
+        });
+        Ok(Self {
+            stats,
+            out,
+            task,
+            pipeline,
+            id: pid,
+        })
+    }
+
+    /// A copy of what was seen so far.
+    pub fn stats(&self) -> PeerStats {
+        lock(&self.stats).clone()
+    }
+
+    /// Session token from `joined` (to reconnect as the same participant).
+    pub fn session(&self) -> Option<String> {
+        lock(&self.stats).session.clone()
+    }
+
+    /// Sends a raw text frame (for bad-input tests).
+    pub fn send_raw(&self, text: &str) {
+        let _ = self.out.send(Out::Raw(text.to_owned()));
+    }
+
+    /// Says goodbye and closes the socket.
+    pub async fn leave(self) {
+        let _ = self.out.send(Out::Leave);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.task.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn handle_server_message(
+    msg: ServerMessage,
+    publish: &gst::Element,
+    subscribe: &gst::Element,
+    mids: &Mutex<HashMap<String, ParticipantId>>,
+    stats: &Shared,
+    out: &mpsc::UnboundedSender<Out>,
+) -> Result<(), MediaError> {
+    match msg {
+        ServerMessage::PublishAnswer { sdp } => {
+            let desc = sdp_ops::parse_description(WebRTCSDPType::Answer, &sdp)?;
+            sdp_ops::set_remote(publish, &desc).await?;
+        }
+        ServerMessage::SubscribeOffer { sdp, tracks } => {
+            tracing::debug!(?tracks, "subscribe offer:\n{sdp}");
+            {
+                let mut m = mids.lock().unwrap_or_else(|p| p.into_inner());
+                for t in tracks {
+                    m.insert(t.mid, t.participant_id);
+                }
+            }
+            lock(stats).subscribe_offers += 1;
+            let desc = sdp_ops::parse_description(WebRTCSDPType::Offer, &sdp)?;
+            sdp_ops::set_remote(subscribe, &desc).await?;
+            let answer = sdp_ops::create_and_set_local(subscribe, "answer").await?;
+            let _ = out.send(Out::Msg(ClientMessage::SubscribeAnswer { sdp: answer }));
+        }
+        ServerMessage::Ice {
+            pc,
+            candidate,
+            sdp_mline_index,
+        } => {
+            let bin = match pc {
+                PcKind::Publish => publish,
+                PcKind::Subscribe => subscribe,
+            };
+            sdp_ops::add_candidate(bin, sdp_mline_index, &candidate);
+        }
+        ServerMessage::Joined { participants, .. } => {
+            lock(stats).present = participants.into_iter().map(|p| p.id).collect();
+        }
+        ServerMessage::ParticipantJoined { participant } => {
+            let mut s = lock(stats);
+            if !s.present.contains(&participant.id) {
+                s.present.push(participant.id);
+            }
+        }
+        ServerMessage::ParticipantLeft { participant_id, .. } => {
+            lock(stats).present.retain(|p| *p != participant_id);
+        }
+        ServerMessage::Error { code, .. } => lock(stats).errors.push(code),
+        ServerMessage::RoomClosed => lock(stats).errors.push("room_closed".into()),
+        _ => {}
+    }
+    Ok(())
+}

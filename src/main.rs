@@ -1,0 +1,33 @@
+use clap::Parser;
+use roomcast::config::{Cli, Command, Settings};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("roomcast: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => match Settings::resolve(&args) {
+            Ok(settings) => {
+                roomcast::server::init_logging(settings.log_format);
+                runtime.block_on(roomcast::server::serve(settings))
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::Loadgen(args) => {
+            roomcast::server::init_logging(roomcast::config::LogFormat::Text);
+            runtime.block_on(roomcast::loadgen::run(args))
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomcast: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

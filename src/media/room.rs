@@ -1,0 +1,612 @@
+//! One room's media: a pipeline, two webrtcbins per participant, one `tee`
+//! per published track and one forwarder per (track, subscriber).
+//!
+//! Methods are called by the room's task (control layer). GStreamer signal
+//! handlers only translate what happened into [`MediaEvent`]s on a channel
+//! back to that task; the one exception is a new publisher pad, which is
+//! linked to its `tee` right in `pad-added` so media never waits for a
+//! round trip through the task.
+
+use super::forwarder::Forwarder;
+use super::rtp::{ForwardFormat, forward_format, normalise_buffer};
+use super::{MediaError, ice, make, peer, sdp};
+use crate::config::IceSettings;
+use crate::ids::{ParticipantId, RoomId, TrackId};
+use crate::signaling::PcKind;
+use futures::StreamExt;
+use gst::prelude::*;
+use gst_webrtc::{WebRTCPeerConnectionState, WebRTCSDPType};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+pub use super::rtp::TrackKind;
+
+/// Connection state of one peer connection, as the control layer needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// ICE and DTLS are up: media flows.
+    Connected,
+    /// Temporarily lost.
+    Disconnected,
+    /// Gave up.
+    Failed,
+}
+
+/// What the media plane tells the room task.
+#[derive(Debug)]
+pub enum MediaEvent {
+    /// A local ICE candidate to trickle to the client.
+    LocalCandidate {
+        /// Whose connection.
+        participant: ParticipantId,
+        /// Which connection.
+        pc: PcKind,
+        /// m-line index.
+        mline: u32,
+        /// `candidate:…` line (1:1 NAT applied).
+        candidate: String,
+    },
+    /// A publisher's track started arriving.
+    TrackAdded {
+        /// Publisher.
+        participant: ParticipantId,
+        /// New track id.
+        track: TrackId,
+        /// Audio or video.
+        kind: TrackKind,
+        /// Codec name (`VP8`, `H264`, `OPUS`).
+        codec: String,
+    },
+    /// A connection changed state.
+    ConnectionState {
+        /// Whose connection.
+        participant: ParticipantId,
+        /// Which connection.
+        pc: PcKind,
+        /// New state.
+        state: PeerState,
+    },
+    /// An element of a participant's branch failed.
+    PeerError {
+        /// Whose branch.
+        participant: ParticipantId,
+        /// GStreamer's message.
+        message: String,
+    },
+}
+
+/// A subscribe offer and which track each m-line carries.
+#[derive(Debug)]
+pub struct SubscribeOffer {
+    /// SDP text.
+    pub sdp: String,
+    /// `(mid, track)` of every active m-line.
+    pub tracks: Vec<(String, TrackId)>,
+}
+
+struct Track {
+    owner: ParticipantId,
+    tee: gst::Element,
+    format: ForwardFormat,
+}
+
+struct Peer {
+    publish: gst::Element,
+    subscribe: gst::Element,
+    /// Tracks forwarded into `subscribe`.
+    forwarders: HashMap<TrackId, Forwarder>,
+}
+
+#[derive(Default)]
+struct State {
+    peers: HashMap<ParticipantId, Peer>,
+    tracks: HashMap<TrackId, Track>,
+}
+
+struct Inner {
+    room: RoomId,
+    pipeline: gst::Pipeline,
+    ice: IceSettings,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    state: Mutex<State>,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // State stays consistent across a panic in another thread: every
+        // mutation is a single insert/remove.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// The media plane of one room. Dropping it stops the pipeline.
+pub struct RoomMedia {
+    inner: Arc<Inner>,
+    bus_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RoomMedia {
+    fn drop(&mut self) {
+        self.bus_task.abort();
+    }
+}
+
+fn pc_name(pc: PcKind) -> &'static str {
+    match pc {
+        PcKind::Publish => "pub",
+        PcKind::Subscribe => "sub",
+    }
+}
+
+/// Finds the participant whose webrtcbin (named `pub_p_…`/`sub_p_…`) holds `obj`.
+fn owner_of(obj: &gst::Object) -> Option<ParticipantId> {
+    let mut cur = Some(obj.clone());
+    while let Some(o) = cur {
+        let name = o.name();
+        if let Some(pid) = name.strip_prefix("pub_").or_else(|| name.strip_prefix("sub_")) {
+            if let Some(pid) = ParticipantId::parse(pid) {
+                return Some(pid);
+            }
+        }
+        cur = o.parent();
+    }
+    None
+}
+
+impl RoomMedia {
+    /// Builds the (empty, playing) pipeline of a room. Must run inside a tokio runtime.
+    pub fn new(
+        room: RoomId,
+        ice: IceSettings,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> Result<Self, MediaError> {
+        let pipeline = gst::Pipeline::with_name(&format!("room_{room}"));
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| MediaError::Pipeline(format!("start pipeline: {e}")))?;
+        let bus = pipeline
+            .bus()
+            .ok_or_else(|| MediaError::Pipeline("pipeline without bus".into()))?;
+        let inner = Arc::new(Inner {
+            room,
+            pipeline,
+            ice,
+            events,
+            state: Mutex::new(State::default()),
+        });
+        let weak = Arc::downgrade(&inner);
+        let bus_task = tokio::spawn(async move {
+            let mut messages = bus.stream();
+            while let Some(msg) = messages.next().await {
+                let Some(inner) = weak.upgrade() else { break };
+                inner.on_bus_message(&msg);
+            }
+        });
+        Ok(Self { inner, bus_task })
+    }
+
+    /// Creates the two webrtcbins of a participant.
+    pub fn add_participant(&self, pid: &ParticipantId) -> Result<(), MediaError> {
+        let inner = &self.inner;
+        let publish = inner.new_webrtcbin(pid, PcKind::Publish)?;
+        let subscribe = match inner.new_webrtcbin(pid, PcKind::Subscribe) {
+            Ok(s) => s,
+            Err(e) => {
+                inner.remove_element(&publish);
+                return Err(e);
+            }
+        };
+        let weak = Arc::downgrade(inner);
+        let owner = pid.clone();
+        publish.connect_pad_added(move |_, pad| {
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            if let Some(inner) = weak.upgrade() {
+                inner.on_publisher_pad(&owner, pad);
+            }
+        });
+        inner.lock().peers.insert(
+            pid.clone(),
+            Peer {
+                publish,
+                subscribe,
+                forwarders: HashMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn bin(&self, pid: &ParticipantId, pc: PcKind) -> Result<gst::Element, MediaError> {
+        let state = self.inner.lock();
+        let peer = state.peers.get(pid).ok_or(MediaError::NoPeer)?;
+        Ok(match pc {
+            PcKind::Publish => peer.publish.clone(),
+            PcKind::Subscribe => peer.subscribe.clone(),
+        })
+    }
+
+    /// Answers a publisher's offer (after reducing it to forwarded codecs).
+    pub async fn publish_offer(&self, pid: &ParticipantId, offer: &str) -> Result<String, MediaError> {
+        let filtered = sdp::filter_publish_offer(offer)?;
+        let desc = peer::parse_description(WebRTCSDPType::Offer, &filtered)?;
+        let bin = self.bin(pid, PcKind::Publish)?;
+        peer::set_remote(&bin, &desc).await?;
+        peer::create_and_set_local(&bin, "answer").await
+    }
+
+    /// Adds a client's trickled candidate.
+    pub fn add_remote_candidate(
+        &self,
+        pid: &ParticipantId,
+        pc: PcKind,
+        mline: u32,
+        candidate: &str,
+    ) -> Result<(), MediaError> {
+        if !peer::candidate_is_plausible(candidate) {
+            return Err(MediaError::BadSdp("malformed ICE candidate".into()));
+        }
+        let bin = self.bin(pid, pc)?;
+        peer::add_candidate(&bin, mline, candidate);
+        Ok(())
+    }
+
+    /// Starts forwarding `track` to `subscriber` (takes effect after the next
+    /// subscribe negotiation).
+    pub fn subscribe(&self, subscriber: &ParticipantId, track: &TrackId) -> Result<(), MediaError> {
+        let inner = &self.inner;
+        let (bin, tee, caps) = {
+            let state = inner.lock();
+            let peer = state.peers.get(subscriber).ok_or(MediaError::NoPeer)?;
+            if peer.forwarders.contains_key(track) {
+                return Ok(());
+            }
+            let t = state
+                .tracks
+                .get(track)
+                .ok_or_else(|| MediaError::Pipeline(format!("unknown track {track}")))?;
+            (peer.subscribe.clone(), t.tee.clone(), t.format.caps.clone())
+        };
+        let fwd = Forwarder::link(&inner.pipeline, &tee, &bin, &caps)?;
+        let mut state = inner.lock();
+        match state.peers.get_mut(subscriber) {
+            Some(peer) => {
+                peer.forwarders.insert(track.clone(), fwd);
+            }
+            None => {
+                drop(state);
+                fwd.unlink(&inner.pipeline, &tee, &bin);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops forwarding `track` to `subscriber`.
+    pub fn unsubscribe(&self, subscriber: &ParticipantId, track: &TrackId) {
+        let inner = &self.inner;
+        let found = {
+            let mut state = inner.lock();
+            let tee = state.tracks.get(track).map(|t| t.tee.clone());
+            state.peers.get_mut(subscriber).and_then(|p| {
+                let f = p.forwarders.remove(track)?;
+                Some((f, tee?, p.subscribe.clone()))
+            })
+        };
+        if let Some((fwd, tee, bin)) = found {
+            fwd.unlink(&inner.pipeline, &tee, &bin);
+        }
+    }
+
+    /// Creates and sets a new subscribe offer; `None` when nothing is forwarded yet.
+    pub async fn subscribe_offer(&self, pid: &ParticipantId) -> Result<Option<SubscribeOffer>, MediaError> {
+        let bin = {
+            let state = self.inner.lock();
+            let peer = state.peers.get(pid).ok_or(MediaError::NoPeer)?;
+            let negotiated = peer.subscribe.property::<Option<gst_webrtc::WebRTCSessionDescription>>(
+                "current-local-description",
+            );
+            if peer.forwarders.is_empty() && negotiated.is_none() {
+                return Ok(None);
+            }
+            peer.subscribe.clone()
+        };
+        let sdp = peer::create_and_set_local(&bin, "offer").await?;
+        // webrtcbin 1.22 assigns a transceiver's `mid` only once negotiation
+        // completes, so map m-lines to tracks through the SSRC each carries.
+        let state = self.inner.lock();
+        let peer = state.peers.get(pid).ok_or(MediaError::NoPeer)?;
+        let by_ssrc: HashMap<u32, TrackId> = peer
+            .forwarders
+            .keys()
+            .filter_map(|tid| {
+                let ssrc = state.tracks.get(tid)?.format.caps.structure(0)?.get::<u32>("ssrc").ok()?;
+                Some((ssrc, tid.clone()))
+            })
+            .collect();
+        let tracks = sdp::media_sections(&sdp)
+            .into_iter()
+            .filter(|m| !m.inactive)
+            .filter_map(|m| Some((m.mid?, by_ssrc.get(&m.ssrc?)?.clone())))
+            .collect();
+        Ok(Some(SubscribeOffer { sdp, tracks }))
+    }
+
+    /// Applies the client's answer to the latest subscribe offer.
+    pub async fn subscribe_answer(&self, pid: &ParticipantId, answer: &str) -> Result<(), MediaError> {
+        let desc = peer::parse_description(WebRTCSDPType::Answer, answer)?;
+        let bin = self.bin(pid, PcKind::Subscribe)?;
+        peer::set_remote(&bin, &desc).await
+    }
+
+    /// Asks the publisher of `track` for a keyframe (force-key-unit upstream → RTCP PLI).
+    pub fn request_keyframe(&self, track: &TrackId) {
+        let pad = {
+            let state = self.inner.lock();
+            state
+                .tracks
+                .get(track)
+                .filter(|t| t.format.kind == TrackKind::Video)
+                .and_then(|t| t.tee.static_pad("sink"))
+        };
+        if let Some(pad) = pad {
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            pad.push_event(event);
+        }
+    }
+
+    /// Tracks forwarded to `pid`.
+    pub fn forwarded_to(&self, pid: &ParticipantId) -> Vec<TrackId> {
+        let state = self.inner.lock();
+        state
+            .peers
+            .get(pid)
+            .map(|p| p.forwarders.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes a participant's connections and tracks. Returns the other
+    /// participants whose subscribe connection lost m-lines (they need a
+    /// new offer).
+    pub fn remove_participant(&self, pid: &ParticipantId) -> Vec<ParticipantId> {
+        let inner = &self.inner;
+        let (peer, owned) = {
+            let mut state = inner.lock();
+            let peer = state.peers.remove(pid);
+            let owned: Vec<(TrackId, Track)> = {
+                let ids: Vec<TrackId> = state
+                    .tracks
+                    .iter()
+                    .filter(|(_, t)| &t.owner == pid)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| state.tracks.remove(&id).map(|t| (id, t)))
+                    .collect()
+            };
+            (peer, owned)
+        };
+        // Tracks of others forwarded to this participant: detach from their tees first.
+        if let Some(peer) = peer {
+            let tees: HashMap<TrackId, gst::Element> = {
+                let state = inner.lock();
+                state.tracks.iter().map(|(id, t)| (id.clone(), t.tee.clone())).collect()
+            };
+            let owned_tees: HashMap<&TrackId, &gst::Element> = owned.iter().map(|(id, t)| (id, &t.tee)).collect();
+            for (tid, f) in &peer.forwarders {
+                if let Some(tee) = tees.get(tid).or_else(|| owned_tees.get(tid).copied()) {
+                    f.detach(tee);
+                }
+            }
+            inner.remove_element(&peer.publish);
+            inner.remove_element(&peer.subscribe);
+            for (_, f) in peer.forwarders {
+                f.dispose(&inner.pipeline);
+            }
+        }
+        // This participant's tracks forwarded to others.
+        let mut affected = Vec::new();
+        for (tid, track) in owned {
+            let branches: Vec<(ParticipantId, Forwarder, gst::Element)> = {
+                let mut state = inner.lock();
+                state
+                    .peers
+                    .iter_mut()
+                    .filter_map(|(sub, p)| {
+                        let f = p.forwarders.remove(&tid)?;
+                        Some((sub.clone(), f, p.subscribe.clone()))
+                    })
+                    .collect()
+            };
+            for (sub, f, bin) in branches {
+                f.unlink(&inner.pipeline, &track.tee, &bin);
+                if !affected.contains(&sub) {
+                    affected.push(sub);
+                }
+            }
+            inner.remove_element(&track.tee);
+        }
+        affected
+    }
+
+    /// Number of participants with media sessions.
+    pub fn participant_count(&self) -> usize {
+        self.inner.lock().peers.len()
+    }
+
+    /// Writes the pipeline graph to `$GST_DEBUG_DUMP_DOT_DIR` (when set).
+    pub fn dump_graph(&self, label: &str) {
+        self.inner
+            .pipeline
+            .debug_to_dot_file_with_ts(gst::DebugGraphDetails::all(), label);
+    }
+}
+
+impl Inner {
+    fn new_webrtcbin(self: &Arc<Self>, pid: &ParticipantId, pc: PcKind) -> Result<gst::Element, MediaError> {
+        let bin = make("webrtcbin", Some(&format!("{}_{pid}", pc_name(pc))))?;
+        ice::configure(&bin, &self.ice);
+        // Forwarding adds no playout delay; a short jitter buffer on the
+        // publish side still reorders and asks for retransmissions.
+        if bin.has_property("latency") {
+            bin.set_property("latency", 50u32);
+        }
+        let events = self.events.clone();
+        let owner = pid.clone();
+        let public_ip: Option<IpAddr> = self.ice.public_ip;
+        bin.connect("on-ice-candidate", false, move |values| {
+            let mline = values.get(1).and_then(|v| v.get::<u32>().ok())?;
+            let candidate = values.get(2).and_then(|v| v.get::<String>().ok())?;
+            let _ = events.send(MediaEvent::LocalCandidate {
+                participant: owner.clone(),
+                pc,
+                mline,
+                candidate: ice::rewrite_candidate(&candidate, public_ip),
+            });
+            None
+        });
+        let events = self.events.clone();
+        let owner = pid.clone();
+        bin.connect_notify(Some("connection-state"), move |bin, _| {
+            let state = match bin.property::<WebRTCPeerConnectionState>("connection-state") {
+                WebRTCPeerConnectionState::Connected => PeerState::Connected,
+                WebRTCPeerConnectionState::Disconnected => PeerState::Disconnected,
+                WebRTCPeerConnectionState::Failed => PeerState::Failed,
+                _ => return,
+            };
+            let _ = events.send(MediaEvent::ConnectionState {
+                participant: owner.clone(),
+                pc,
+                state,
+            });
+        });
+        self.pipeline
+            .add(&bin)
+            .map_err(|e| MediaError::Pipeline(format!("add webrtcbin: {e}")))?;
+        bin.sync_state_with_parent()
+            .map_err(|e| MediaError::Pipeline(format!("start webrtcbin: {e}")))?;
+        Ok(bin)
+    }
+
+    fn remove_element(&self, element: &gst::Element) {
+        let _ = element.set_state(gst::State::Null);
+        let _ = self.pipeline.remove(element);
+    }
+
+    /// `pad-added` of a publisher: a new track. Runs on a streaming thread.
+    fn on_publisher_pad(self: &Arc<Self>, owner: &ParticipantId, pad: &gst::Pad) {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(format) = forward_format(&caps) else {
+            tracing::warn!(room = %self.room, participant = %owner, %caps, "unsupported track, discarding");
+            self.discard(pad);
+            return;
+        };
+        let track = TrackId::generate();
+        let Ok(tee) = make("tee", Some(&format!("tee_{track}"))) else {
+            self.discard(pad);
+            return;
+        };
+        tee.set_property("allow-not-linked", true);
+        if self.pipeline.add(&tee).is_err() {
+            self.discard(pad);
+            return;
+        }
+        let _ = tee.sync_state_with_parent();
+        // Relabel payload type and clean the caps before the tee.
+        let pt = format.payload;
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST | gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                match &mut info.data {
+                    Some(gst::PadProbeData::Buffer(buffer)) => normalise_buffer(buffer, pt),
+                    Some(gst::PadProbeData::BufferList(list)) => {
+                        list.make_mut().foreach_mut(|mut b, _| {
+                            normalise_buffer(&mut b, pt);
+                            std::ops::ControlFlow::Continue(Some(b))
+                        });
+                    }
+                    Some(gst::PadProbeData::Event(ev)) => {
+                        if let gst::EventView::Caps(c) = ev.view() {
+                            if let Some(f) = forward_format(c.caps()) {
+                                *ev = gst::event::Caps::new(&f.caps);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        let Some(sink) = tee.static_pad("sink") else { return };
+        if let Err(e) = pad.link(&sink) {
+            tracing::warn!(room = %self.room, participant = %owner, "link publisher pad: {e:?}");
+            return;
+        }
+        tracing::info!(room = %self.room, participant = %owner, track = %track, codec = %format.codec, "track published");
+        let kind = format.kind;
+        let codec = format.codec.clone();
+        {
+            let mut state = self.lock();
+            if !state.peers.contains_key(owner) {
+                drop(state);
+                self.remove_element(&tee);
+                return;
+            }
+            state.tracks.insert(
+                track.clone(),
+                Track {
+                    owner: owner.clone(),
+                    tee,
+                    format,
+                },
+            );
+        }
+        let _ = self.events.send(MediaEvent::TrackAdded {
+            participant: owner.clone(),
+            track,
+            kind,
+            codec,
+        });
+    }
+
+    /// Sends a pad we do not forward into a fakesink so it never errors.
+    fn discard(&self, pad: &gst::Pad) {
+        let Ok(sink) = make("fakesink", None) else { return };
+        sink.set_property("async", false);
+        sink.set_property("sync", false);
+        if self.pipeline.add(&sink).is_ok() {
+            let _ = sink.sync_state_with_parent();
+            if let Some(sp) = sink.static_pad("sink") {
+                let _ = pad.link(&sp);
+            }
+        }
+    }
+
+    fn on_bus_message(&self, msg: &gst::Message) {
+        match msg.view() {
+            gst::MessageView::Error(err) => {
+                let owner = msg.src().and_then(owner_of);
+                tracing::warn!(room = %self.room, participant = ?owner, "pipeline error: {} ({:?})", err.error(), err.debug());
+                if let Some(participant) = owner {
+                    let _ = self.events.send(MediaEvent::PeerError {
+                        participant,
+                        message: err.error().to_string(),
+                    });
+                }
+            }
+            gst::MessageView::Warning(w) => {
+                tracing::debug!(room = %self.room, "pipeline warning: {} ({:?})", w.error(), w.debug());
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Wires the layers together and runs the HTTP server.
+
+use crate::config::{LogFormat, Settings};
+use crate::control::{Control, ControlSettings};
+use crate::edge::{App, SystemInfo, ratelimit::RateLimiter};
+use crate::store::Store;
+use anyhow::Context;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Sets up `tracing` output (`RUST_LOG` overrides the default level).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,warp=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Reads the admin token from the data dir, or creates it. Returns the
+/// token and whether it was just created (then it is printed once).
+fn admin_token(settings: &Settings) -> anyhow::Result<(String, bool)> {
+    if let Some(t) = &settings.admin_token {
+        return Ok((t.clone(), false));
+    }
+    let path = settings.data_dir.join("admin_token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_owned();
+        if t.len() >= 16 {
+            return Ok((t, false));
+        }
+    }
+    let token = format!("rc_{}", crate::ids::random_string(40));
+    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    Ok((token, true))
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()
+}
+
+/// Resolves port 0 to a concrete free port so the public URL can name it.
+fn concrete_addr(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    Ok(l.local_addr()?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Runs `roomcast serve` until SIGINT/SIGTERM.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let gst_version = crate::media::init().context("GStreamer is not usable")?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let store = Arc::new(
+        Store::open(&settings.data_dir.join("roomcast.db")).context("opening the database")?,
+    );
+    let (token, created) = admin_token(&settings)?;
+    let addr = concrete_addr(settings.listen)?;
+    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let control = Control::start(
+        store,
+        ControlSettings {
+            public_url: public_url.clone(),
+            ice: settings.ice.clone(),
+            empty_timeout: settings.empty_timeout,
+        },
+    )?;
+    let (hw, encoders, decoders) = crate::media::codecs::probe();
+    let app = Arc::new(App {
+        control,
+        admin_token: token.clone(),
+        public_create: settings.public_create,
+        create_limiter: RateLimiter::new(10, Duration::from_secs(6)),
+        system: SystemInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            gstreamer_version: gst_version.clone(),
+            hw_acceleration: hw,
+            encoders,
+            decoders,
+        },
+    });
+    let routes = crate::edge::routes(app);
+    let (bound, server) = warp::serve(routes)
+        .try_bind_with_graceful_shutdown(addr, shutdown_signal())
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%bound, gstreamer = %gst_version, "roomcast listening");
+    // stdout lines that scripts and tests read.
+    println!("roomcast listening on http://{bound}");
+    println!("public url: {public_url}");
+    if created {
+        println!("admin token (stored in {}): {token}", settings.data_dir.join("admin_token").display());
+    }
+    let _ = std::io::stdout().flush();
+    server.await;
+    tracing::info!("roomcast stopped");
+    Ok(())
+}

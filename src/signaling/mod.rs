@@ -1,0 +1,328 @@
+//! The WebSocket signaling protocol (version 1): typed JSON messages, one
+//! object per text frame, discriminated by `"type"`. The wire format is
+//! documented in `docs/signaling.md` and pinned by the golden tests below.
+//!
+//! This module only describes messages; it does no I/O.
+
+use crate::ids::ParticipantId;
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this server.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest text frame accepted from a client (SDP offers of browsers are ~6 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Which of a participant's two peer connections a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PcKind {
+    /// The client sends its media (the client offers).
+    Publish,
+    /// The client receives everyone else's media (the server offers).
+    Subscribe,
+}
+
+/// Mute state of one kind of media of a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MediaState {
+    /// The participant sends this kind of media.
+    pub published: bool,
+    /// It is muted (by the participant or by a host).
+    pub muted: bool,
+}
+
+/// A participant as the REST API and the signaling show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    /// Id.
+    pub id: ParticipantId,
+    /// Name chosen at join.
+    pub display_name: String,
+    /// Role.
+    pub role: crate::model::Role,
+    /// RFC 3339 join time.
+    pub joined_at: String,
+    /// Audio state.
+    pub audio: MediaState,
+    /// Video state.
+    pub video: MediaState,
+}
+
+/// Room summary sent to a participant at join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    /// Room id.
+    pub id: crate::ids::RoomId,
+    /// Room name.
+    pub name: String,
+    /// Cap on participants.
+    pub max_participants: u32,
+}
+
+/// An ICE server for the client's peer connections (RTCIceServer shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:host:port` / `turn:host:port` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// One m-line of a subscribe offer and whose media it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackDescription {
+    /// The m-line's `a=mid`.
+    pub mid: String,
+    /// Publisher.
+    pub participant_id: ParticipantId,
+    /// `audio` or `video`.
+    pub kind: String,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// First message on a socket: who am I and which link brought me.
+    Join {
+        /// Protocol version the client speaks.
+        #[serde(default = "default_version")]
+        version: u32,
+        /// Link token from `#t=` of the invite or host URL.
+        token: String,
+        /// Session token from an earlier `joined`, to come back as the same participant.
+        #[serde(default)]
+        session: Option<String>,
+        /// Name to show to others.
+        display_name: String,
+    },
+    /// SDP offer of the client's publish connection.
+    PublishOffer {
+        /// SDP text.
+        sdp: String,
+    },
+    /// SDP answer to the server's latest `subscribe_offer`.
+    SubscribeAnswer {
+        /// SDP text.
+        sdp: String,
+    },
+    /// A trickled ICE candidate of one of the client's connections.
+    Ice {
+        /// Which connection.
+        pc: PcKind,
+        /// `candidate:…` line (empty for end-of-candidates).
+        candidate: String,
+        /// m-line index it belongs to.
+        #[serde(default)]
+        sdp_mline_index: u32,
+    },
+    /// The client muted or unmuted its own media.
+    SetMuted {
+        /// Audio muted.
+        #[serde(default)]
+        audio: Option<bool>,
+        /// Video muted.
+        #[serde(default)]
+        video: Option<bool>,
+    },
+    /// Application-level keepalive (answered with `pong`).
+    Ping,
+    /// The client leaves the room.
+    Leave,
+}
+
+fn default_version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+/// Messages the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// The join succeeded.
+    Joined {
+        /// Protocol version of the server.
+        version: u32,
+        /// This participant's id.
+        participant_id: ParticipantId,
+        /// Session token: send it back in `join.session` to reconnect as the same participant.
+        session: String,
+        /// Role granted by the link.
+        role: crate::model::Role,
+        /// The room.
+        room: RoomSummary,
+        /// Everyone else already inside.
+        participants: Vec<ParticipantInfo>,
+        /// ICE servers for the client's peer connections.
+        ice_servers: Vec<IceServer>,
+    },
+    /// Someone came in.
+    ParticipantJoined {
+        /// Who.
+        participant: ParticipantInfo,
+    },
+    /// Someone's state (mute, publishing) changed.
+    ParticipantUpdated {
+        /// New state.
+        participant: ParticipantInfo,
+    },
+    /// Someone went away.
+    ParticipantLeft {
+        /// Who.
+        participant_id: ParticipantId,
+        /// `left`, `disconnected`, `failed`, `removed`.
+        reason: String,
+    },
+    /// Answer to `publish_offer`.
+    PublishAnswer {
+        /// SDP text.
+        sdp: String,
+    },
+    /// A new or renegotiated offer for the subscribe connection.
+    SubscribeOffer {
+        /// SDP text.
+        sdp: String,
+        /// Which publisher each m-line carries (inactive m-lines are left out).
+        tracks: Vec<TrackDescription>,
+    },
+    /// A server ICE candidate.
+    Ice {
+        /// Which connection.
+        pc: PcKind,
+        /// `candidate:…` line.
+        candidate: String,
+        /// m-line index.
+        sdp_mline_index: u32,
+    },
+    /// Answer to `ping`.
+    Pong,
+    /// Something went wrong; `fatal` ones are followed by the socket closing.
+    Error {
+        /// snake_case code (`room_full`, `room_locked`, `invalid_message`, …).
+        code: String,
+        /// Human text.
+        message: String,
+        /// The server closes the socket after this message.
+        fatal: bool,
+    },
+    /// The room was closed; the socket closes next.
+    RoomClosed,
+}
+
+impl ServerMessage {
+    /// An error message.
+    pub fn error(code: &str, message: impl Into<String>, fatal: bool) -> Self {
+        ServerMessage::Error {
+            code: code.to_owned(),
+            message: message.into(),
+            fatal,
+        }
+    }
+}
+
+/// Parses one client frame; the error text is safe to send back.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, String> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(format!("message larger than {MAX_MESSAGE_BYTES} bytes"));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        // serde's message names the field or the problem, never echoes the input.
+        format!("invalid message: {e}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Role;
+
+    #[test]
+    fn golden_client_messages() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"join","token":"t","display_name":"Ada"}"#).unwrap(),
+            ClientMessage::Join {
+                version: 1,
+                token: "t".into(),
+                session: None,
+                display_name: "Ada".into()
+            }
+        );
+        assert_eq!(
+            parse_client_message(
+                r#"{"type":"ice","pc":"subscribe","candidate":"candidate:1 1 UDP 1 127.0.0.1 5000 typ host","sdp_mline_index":2}"#
+            )
+            .unwrap(),
+            ClientMessage::Ice {
+                pc: PcKind::Subscribe,
+                candidate: "candidate:1 1 UDP 1 127.0.0.1 5000 typ host".into(),
+                sdp_mline_index: 2
+            }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"set_muted","audio":true}"#).unwrap(),
+            ClientMessage::SetMuted {
+                audio: Some(true),
+                video: None
+            }
+        );
+        assert_eq!(parse_client_message(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave);
+    }
+
+    #[test]
+    fn bad_client_messages_are_errors_not_panics() {
+        for bad in [
+            "",
+            "{",
+            "null",
+            "[]",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"ice","pc":"sideways","candidate":"x"}"#,
+            r#"{"type":"publish_offer"}"#,
+            r#"{"type":"publish_offer","sdp":5}"#,
+            r#"{"type":"leave","extra":1}"#,
+        ] {
+            assert!(parse_client_message(bad).is_err(), "{bad}");
+        }
+        let huge = format!(r#"{{"type":"publish_offer","sdp":"{}"}}"#, "a".repeat(MAX_MESSAGE_BYTES));
+        assert!(parse_client_message(&huge).is_err());
+    }
+
+    #[test]
+    fn golden_server_messages() {
+        let pid = ParticipantId::parse("p_abc").unwrap();
+        let msg = ServerMessage::ParticipantLeft {
+            participant_id: pid.clone(),
+            reason: "left".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"participant_left","participant_id":"p_abc","reason":"left"}"#
+        );
+        let info = ParticipantInfo {
+            id: pid,
+            display_name: "Ada".into(),
+            role: Role::Guest,
+            joined_at: "2026-11-28T10:00:00Z".into(),
+            audio: MediaState {
+                published: true,
+                muted: false,
+            },
+            video: MediaState::default(),
+        };
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::ParticipantJoined { participant: info }).unwrap(),
+            r#"{"type":"participant_joined","participant":{"id":"p_abc","display_name":"Ada","role":"guest","joined_at":"2026-11-28T10:00:00Z","audio":{"published":true,"muted":false},"video":{"published":false,"muted":false}}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::error("room_full", "full", true)).unwrap(),
+            r#"{"type":"error","code":"room_full","message":"full","fatal":true}"#
+        );
+        assert_eq!(serde_json::to_string(&ServerMessage::RoomClosed).unwrap(), r#"{"type":"room_closed"}"#);
+    }
+}

@@ -1,0 +1,54 @@
+//! Forward-only schema migrations, tracked with `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: rooms, secrets, revocations.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE rooms (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        max_participants INTEGER NOT NULL,
+        visibility TEXT NOT NULL,
+        lobby INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        locked INTEGER NOT NULL,
+        invites_enabled INTEGER NOT NULL,
+        invite_generation INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        closed_at TEXT
+     );
+     CREATE INDEX rooms_open ON rooms (closed_at);
+     CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        room_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+     );",
+];
+
+/// Applies every migration the database has not seen, each in its own transaction.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c).unwrap();
+        migrate(&mut c).unwrap();
+        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+    }
+}
