@@ -3,7 +3,7 @@
 //! The first frame must be `join` (with the link token: tokens never appear
 //! in URLs, so never in access logs). After that, frames are parsed and
 //! handed to the room actor; whatever the room sends comes back out. A
-//! socket that shows no sign of life for 15 s is closed, which removes its
+//! socket that shows no sign of life for 9 s (pings go out every 2 s) is closed, which removes its
 //! participant.
 
 use super::{App, with_app};
@@ -21,9 +21,9 @@ use warp::{Filter, Rejection, Reply};
 /// Time allowed between opening the socket and `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ping interval.
-const PING_EVERY: Duration = Duration::from_secs(5);
+const PING_EVERY: Duration = Duration::from_secs(2);
 /// Silence after which the client is considered gone.
-const SILENCE_LIMIT: Duration = Duration::from_secs(12);
+const SILENCE_LIMIT: Duration = Duration::from_secs(9);
 /// Invalid frames tolerated on one socket before it is closed.
 const MAX_BAD_FRAMES: u32 = 20;
 

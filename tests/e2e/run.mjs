@@ -1,0 +1,239 @@
+// End-to-end tests in headless Chromium with fake camera/microphone.
+// Starts its own roomcast server (ROOMCAST_BIN, default target/debug/roomcast),
+// drives the web client through the contract's data-testid hooks and checks
+// media the way users experience it: RTCPeerConnection.getStats().
+//
+// Run inside a network namespace that has only loopback (scripts/test does).
+
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+
+const ROOT = resolve(new URL('../..', import.meta.url).pathname);
+const BIN = process.env.ROOMCAST_BIN || join(ROOT, 'target/debug/roomcast');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ADMIN = 'e2e-admin-token-0123456789';
+const only = process.argv[2];
+
+function log(...args) {
+  console.log(`[e2e ${new Date().toISOString().slice(11, 23)}]`, ...args);
+}
+
+async function waitFor(what, timeoutMs, fn, intervalMs = 200) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last})`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(`assertion failed: ${message}`);
+}
+
+class Server {
+  constructor() {
+    this.dataDir = mkdtempSync(join(tmpdir(), 'roomcast-e2e-'));
+    this.listen = '127.0.0.1:0';
+  }
+
+  async start() {
+    this.proc = spawn(BIN, ['serve', '--listen', this.listen, '--data-dir', this.dataDir,
+      '--ice-local-ip', '127.0.0.1', '--admin-token', ADMIN], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, RUST_LOG: process.env.E2E_SERVER_LOG || 'warn' },
+    });
+    const lines = createInterface({ input: this.proc.stdout });
+    this.base = await new Promise((resolveUrl, reject) => {
+      const timer = setTimeout(() => reject(new Error('server did not start')), 20000);
+      lines.on('line', (line) => {
+        const m = line.match(/^roomcast listening on (\S+)/);
+        if (m) {
+          clearTimeout(timer);
+          resolveUrl(m[1]);
+        }
+      });
+      this.proc.on('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    });
+    this.listen = this.base.replace('http://', '');
+    log('server at', this.base);
+  }
+
+  async kill() {
+    if (!this.proc) return;
+    const exited = new Promise((r) => this.proc.once('exit', r));
+    this.proc.kill('SIGKILL');
+    await exited;
+    this.proc = null;
+  }
+
+  async api(method, path, body, token = ADMIN) {
+    const resp = await fetch(this.base + path, {
+      method,
+      headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), ...(body ? { 'Content-Type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await resp.text();
+    return { status: resp.status, body: text ? JSON.parse(text) : null };
+  }
+
+  async cleanup() {
+    await this.kill();
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+async function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+}
+
+async function openPage(browser, url, name) {
+  const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') log(`${name} console:`, m.text());
+  });
+  page.on('pageerror', (e) => log(`${name} page error:`, e.message));
+  await page.goto(url);
+  return page;
+}
+
+async function joinAs(page, name) {
+  await page.getByTestId('display-name').fill(name);
+  await page.getByTestId('join').click();
+  await waitFor(`${name} to join`, 15000, async () => (await roomState(page)) === 'joined');
+  return page.evaluate(() => window.roomcast.me);
+}
+
+const roomState = (page) => page.getByTestId('room-state').textContent();
+
+// Inbound video frames decoded and audio samples received, from the subscribe connection.
+async function inbound(page) {
+  return page.evaluate(async () => {
+    const pc = window.roomcast.sub;
+    const out = { framesDecoded: 0, audioSamples: 0, audioPackets: 0 };
+    if (!pc) return out;
+    const stats = await pc.getStats();
+    stats.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      if (s.kind === 'video') out.framesDecoded += s.framesDecoded || 0;
+      if (s.kind === 'audio') {
+        out.audioSamples += s.totalSamplesReceived || 0;
+        out.audioPackets += s.packetsReceived || 0;
+      }
+    });
+    return out;
+  });
+}
+
+async function expectMediaFlowing(page, name) {
+  const first = await waitFor(`${name} to decode video and audio`, 20000, async () => {
+    const s = await inbound(page);
+    return s.framesDecoded > 0 && s.audioSamples > 0 ? s : null;
+  });
+  const later = await waitFor(`${name}'s counters to keep rising`, 10000, async () => {
+    const s = await inbound(page);
+    return s.framesDecoded > first.framesDecoded + 10 && s.audioSamples > first.audioSamples ? s : null;
+  });
+  log(`${name}: framesDecoded ${first.framesDecoded} -> ${later.framesDecoded}, audio samples ${later.audioSamples}`);
+}
+
+async function screenshot(page, name) {
+  const dir = process.env.E2E_SCREENSHOTS;
+  if (dir) await page.screenshot({ path: join(dir, `${name}.png`) });
+}
+
+async function tileIds(page) {
+  return page.$$eval('[data-testid=tile]', (els) => els.map((e) => e.dataset.participantId));
+}
+
+// ---------- tests ----------
+
+async function twoBrowsersSeeAndHearEachOther(server, browser) {
+  const { status, body: room } = await server.api('POST', '/api/v1/rooms', { name: 'E2E call' });
+  assert(status === 201, `create room: ${status}`);
+  const ada = await openPage(browser, room.invite_url, 'ada');
+  const bob = await openPage(browser, room.invite_url, 'bob');
+  await screenshot(ada, 'prejoin');
+  const adaId = await joinAs(ada, 'Ada');
+  const bobId = await joinAs(bob, 'Bob');
+  await waitFor('tiles', 10000, async () => {
+    const [a, b] = [await tileIds(ada), await tileIds(bob)];
+    return a.length === 1 && a[0] === bobId && b.length === 1 && b[0] === adaId;
+  });
+  await expectMediaFlowing(ada, 'ada');
+  await expectMediaFlowing(bob, 'bob');
+  await screenshot(ada, 'call');
+  const { body: list } = await server.api('GET', `/api/v1/rooms/${room.id}/participants`);
+  const names = list.participants.map((p) => p.display_name).sort();
+  assert(JSON.stringify(names) === '["Ada","Bob"]', `participants ${names}`);
+
+  // The server restarts: both browsers come back by themselves and media resumes.
+  await server.kill();
+  await waitFor('pages to notice the restart', 10000, async () => (await roomState(ada)) !== 'joined' && (await roomState(bob)) !== 'joined');
+  await server.start();
+  await waitFor('both pages to rejoin', 20000, async () => (await roomState(ada)) === 'joined' && (await roomState(bob)) === 'joined');
+  assert(await ada.evaluate(() => window.roomcast.me) === adaId, 'ada keeps her participant id');
+  await expectMediaFlowing(ada, 'ada after restart');
+  await expectMediaFlowing(bob, 'bob after restart');
+
+  // Leaving removes the tile on the other side.
+  await bob.getByTestId('leave').click();
+  await waitFor('bob tile to go', 5000, async () => (await tileIds(ada)).length === 0);
+  await ada.context().close();
+  await bob.context().close();
+}
+
+const TESTS = { twoBrowsersSeeAndHearEachOther };
+
+async function main() {
+  const server = new Server();
+  await server.start();
+  const browser = await launchBrowser();
+  let failed = 0;
+  try {
+    for (const [name, test] of Object.entries(TESTS)) {
+      if (only && only !== name) continue;
+      const t0 = Date.now();
+      try {
+        await test(server, browser);
+        log(`PASS ${name} (${Date.now() - t0} ms)`);
+      } catch (e) {
+        failed += 1;
+        log(`FAIL ${name}: ${e.stack || e}`);
+      }
+    }
+  } finally {
+    await browser.close();
+    await server.cleanup();
+  }
+  if (failed) {
+    log(`${failed} end-to-end test(s) failed`);
+    process.exit(1);
+  }
+  log('all end-to-end tests passed');
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
