@@ -194,6 +194,7 @@ struct Inner {
     signer: TokenSigner,
     settings: ControlSettings,
     rooms: Mutex<HashMap<RoomId, RoomHandle>>,
+    next_seq: std::sync::atomic::AtomicU64,
 }
 
 /// The room directory.
@@ -264,6 +265,7 @@ impl Control {
                 signer,
                 settings,
                 rooms: Mutex::new(HashMap::new()),
+                next_seq: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         for record in store.open_rooms()? {
@@ -289,7 +291,9 @@ impl Control {
                 inner.rooms.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
             }
         });
+        let seq = self.inner.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let handle = room::spawn(
+            seq,
             record,
             room::RoomDeps {
                 store: self.inner.store.clone(),
@@ -361,17 +365,16 @@ impl Control {
 
     /// Every open room.
     pub fn list_rooms(&self) -> Vec<RoomView> {
-        let handles: Vec<RoomHandle> = self.rooms().values().cloned().collect();
-        let mut views: Vec<RoomView> = handles
+        let mut handles: Vec<RoomHandle> = self.rooms().values().cloned().collect();
+        handles.sort_by_key(|h| h.seq);
+        handles
             .iter()
             .filter(|h| !h.is_closed())
             .map(|h| {
                 let snap = h.snapshot();
                 self.view(&snap.record, &snap.participants, false)
             })
-            .collect();
-        views.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
-        views
+            .collect()
     }
 
     /// Listed rooms, for anyone.

@@ -104,6 +104,8 @@ pub enum Command {
 /// Handle to a room actor.
 #[derive(Debug, Clone)]
 pub struct RoomHandle {
+    /// Creation order among the rooms of this process.
+    pub seq: u64,
     tx: mpsc::UnboundedSender<Command>,
     snapshot: watch::Receiver<Snapshot>,
 }
@@ -214,7 +216,7 @@ struct Room {
 }
 
 /// Starts the actor of an open room.
-pub fn spawn(record: RoomRecord, deps: RoomDeps) -> RoomHandle {
+pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (snap_tx, snap_rx) = watch::channel(Snapshot {
@@ -237,7 +239,11 @@ pub fn spawn(record: RoomRecord, deps: RoomDeps) -> RoomHandle {
     };
     let span = tracing::info_span!("room", room = %room.record.id);
     tokio::spawn(room.run(rx, media_rx).instrument(span));
-    RoomHandle { tx, snapshot: snap_rx }
+    RoomHandle {
+        seq,
+        tx,
+        snapshot: snap_rx,
+    }
 }
 
 impl Room {

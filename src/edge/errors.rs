@@ -109,12 +109,10 @@ pub fn reply(e: &ApiError) -> warp::reply::Response {
 
 /// Turns every rejection into the JSON error shape.
 pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    // `find` looks through every route's rejection, so test the most specific
+    // reasons first and the catch-alls (405, 404) last.
     let e = if let Some(e) = r.find::<ApiError>() {
         e.clone()
-    } else if r.is_not_found() {
-        ApiError::not_found("resource")
-    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
     } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
     } else if r.find::<warp::reject::LengthRequired>().is_some() {
@@ -129,6 +127,10 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
         ApiError::bad_request("invalid query string")
     } else if r.find::<warp::filters::ws::MissingConnectionUpgrade>().is_some() {
         ApiError::bad_request("WebSocket upgrade expected")
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+    } else if r.is_not_found() {
+        ApiError::not_found("resource")
     } else {
         tracing::warn!("unhandled rejection: {r:?}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")

@@ -186,11 +186,11 @@ impl Store {
         })
     }
 
-    /// Every room not yet closed, oldest first.
+    /// Every room not yet closed, in creation order.
     pub fn open_rooms(&self) -> StoreResult<Vec<RoomRecord>> {
         self.with(|c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {ROOM_COLUMNS} FROM rooms WHERE closed_at IS NULL ORDER BY created_at, id"
+                "SELECT {ROOM_COLUMNS} FROM rooms WHERE closed_at IS NULL ORDER BY rowid"
             ))?;
             let rows = stmt.query_map([], room_from_row)?;
             let mut out = Vec::new();
