@@ -9,7 +9,11 @@ use std::time::Duration;
 
 /// `roomcast` command line.
 #[derive(Debug, Parser)]
-#[command(name = "roomcast", version, about = "Self-hosted video rooms and live broadcast")]
+#[command(
+    name = "roomcast",
+    version,
+    about = "Self-hosted video rooms and live broadcast"
+)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -67,6 +71,9 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "ROOMCAST_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Make sure a room named "Demo room" exists and print its links at start.
+    #[arg(long, env = "ROOMCAST_DEMO_ROOM")]
+    pub demo_room: bool,
 }
 
 /// The TOML file: the same names as the flags, with underscores.
@@ -130,6 +137,8 @@ pub struct Settings {
     pub empty_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Print links of a demo room at start.
+    pub demo_room: bool,
 }
 
 /// A setting that could not be understood.
@@ -222,10 +231,10 @@ impl Settings {
             .clone()
             .or(file.public_url)
             .map(|u| u.trim_end_matches('/').to_owned());
-        if let Some(u) = &public_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(invalid("public_url", "must start with http:// or https://"));
-            }
+        if let Some(u) = &public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(invalid("public_url", "must start with http:// or https://"));
         }
         let data_dir = args
             .data_dir
@@ -237,10 +246,10 @@ impl Settings {
             .clone()
             .or(file.admin_token)
             .filter(|t| !t.is_empty());
-        if let Some(t) = &admin_token {
-            if t.len() < 16 {
-                return Err(invalid("admin_token", "must be at least 16 characters"));
-            }
+        if let Some(t) = &admin_token
+            && t.len() < 16
+        {
+            return Err(invalid("admin_token", "must be at least 16 characters"));
         }
         let local_ips = if args.ice_local_ip.is_empty() {
             file.ice_local_ip.unwrap_or_default()
@@ -254,14 +263,17 @@ impl Settings {
         };
         for t in &turn_servers {
             if !(t.starts_with("turn://") || t.starts_with("turns://")) {
-                return Err(invalid("turn_server", format!("{t:?} must start with turn:// or turns://")));
+                return Err(invalid(
+                    "turn_server",
+                    format!("{t:?} must start with turn:// or turns://"),
+                ));
             }
         }
         let stun_server = args.stun_server.clone().or(file.stun_server);
-        if let Some(s) = &stun_server {
-            if !s.starts_with("stun://") {
-                return Err(invalid("stun_server", "must start with stun://"));
-            }
+        if let Some(s) = &stun_server
+            && !s.starts_with("stun://")
+        {
+            return Err(invalid("stun_server", "must start with stun://"));
         }
         let port_range = match args.rtp_port_range.clone().or(file.rtp_port_range) {
             Some(r) => Some(
@@ -278,7 +290,12 @@ impl Settings {
         let log_format = match args.log_format.clone().or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
-            Some(other) => return Err(invalid("log_format", format!("{other:?} is not text or json"))),
+            Some(other) => {
+                return Err(invalid(
+                    "log_format",
+                    format!("{other:?} is not text or json"),
+                ));
+            }
         };
         Ok(Self {
             listen,
@@ -295,6 +312,7 @@ impl Settings {
             public_create: args.public_create.or(file.public_create).unwrap_or(true),
             empty_timeout,
             log_format,
+            demo_room: args.demo_room,
         })
     }
 }
@@ -338,7 +356,10 @@ mod tests {
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.listen.port(), 9100);
         assert_eq!(s.empty_timeout, Duration::from_secs(120));
-        assert_eq!(s.ice.local_ips, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            s.ice.local_ips,
+            vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
         assert!(s.public_create);
         assert_eq!(s.data_dir, PathBuf::from("./data"));
     }
@@ -352,6 +373,9 @@ mod tests {
             config: Some(path),
             ..Default::default()
         };
-        assert!(matches!(Settings::resolve(&args), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Settings::resolve(&args),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 }

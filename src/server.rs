@@ -15,7 +15,9 @@ use std::time::Duration;
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,warp=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -66,13 +68,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -82,6 +85,21 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// The open room named "Demo room", created when missing.
+fn demo_room(control: &Control) -> anyhow::Result<crate::control::RoomView> {
+    const NAME: &str = "Demo room";
+    if let Some(room) = control.list_rooms().into_iter().find(|r| r.name == NAME) {
+        return Ok(room);
+    }
+    Ok(control.create_room(crate::control::CreateRoom {
+        name: NAME.to_owned(),
+        max_participants: None,
+        visibility: None,
+        lobby: None,
+        mode: None,
+    })?)
 }
 
 /// Runs `roomcast serve` until SIGINT/SIGTERM.
@@ -94,7 +112,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let (token, created) = admin_token(&settings)?;
     let addr = concrete_addr(settings.listen)?;
-    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let control = Control::start(
         store,
         ControlSettings {
@@ -103,6 +124,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             empty_timeout: settings.empty_timeout,
         },
     )?;
+    let demo = if settings.demo_room {
+        Some(demo_room(&control)?)
+    } else {
+        None
+    };
     let (hw, encoders, decoders) = crate::media::codecs::probe();
     let app = Arc::new(App {
         control,
@@ -126,7 +152,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("roomcast listening on http://{bound}");
     println!("public url: {public_url}");
     if created {
-        println!("admin token (stored in {}): {token}", settings.data_dir.join("admin_token").display());
+        println!(
+            "admin token (stored in {}): {token}",
+            settings.data_dir.join("admin_token").display()
+        );
+    }
+    if let Some(room) = demo {
+        println!("demo room, host link (moderate): {}", room.host_url);
+        println!("demo room, invite link (share):  {}", room.invite_url);
     }
     let _ = std::io::stdout().flush();
     server.await;

@@ -11,22 +11,34 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(server: &Server) -> Ws {
     let url = server.base.replace("http://", "ws://") + "/ws";
-    tokio_tungstenite::connect_async(url.as_str()).await.expect("connect").0
+    tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("connect")
+        .0
 }
 
 /// Next JSON message that is not ICE/offers, or `None` when the socket closed.
 async fn next_reply(ws: &mut Ws) -> Option<Value> {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a reply in time");
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a reply in time");
         match frame {
             Some(Ok(Message::Text(t))) => {
                 let v: Value = serde_json::from_str(&t).expect("server sends JSON");
-                if ["ice", "subscribe_offer", "participant_joined", "participant_updated", "participant_left"]
-                    .contains(&v["type"].as_str().unwrap_or(""))
+                if [
+                    "ice",
+                    "subscribe_offer",
+                    "participant_joined",
+                    "participant_updated",
+                    "participant_left",
+                ]
+                .contains(&v["type"].as_str().unwrap_or(""))
                 {
                     continue;
                 }
@@ -39,7 +51,9 @@ async fn next_reply(ws: &mut Ws) -> Option<Value> {
 }
 
 async fn expect_error(ws: &mut Ws, code: &str, fatal: bool) {
-    let v = next_reply(ws).await.unwrap_or_else(|| panic!("socket closed, expected error {code}"));
+    let v = next_reply(ws)
+        .await
+        .unwrap_or_else(|| panic!("socket closed, expected error {code}"));
     assert_eq!(v["type"], "error", "{v}");
     assert_eq!(v["code"], code, "{v}");
     assert_eq!(v["fatal"], fatal, "{v}");
@@ -50,7 +64,11 @@ async fn expect_closed(ws: &mut Ws) {
 }
 
 fn frames(p: &TestPeer, from: &TestPeer) -> u64 {
-    p.stats().remote.get(&from.id).map(|r| r.video_frames).unwrap_or(0)
+    p.stats()
+        .remote
+        .get(&from.id)
+        .map(|r| r.video_frames)
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -78,27 +96,35 @@ async fn garbage_on_the_socket_hurts_nobody() {
     ] {
         let mut ws = connect(&server).await;
         ws.send(Message::Text(first.into())).await.unwrap();
-        let v = next_reply(&mut ws).await.expect("an error before the close");
+        let v = next_reply(&mut ws)
+            .await
+            .expect("an error before the close");
         assert_eq!(v["type"], "error");
         assert_eq!(v["fatal"], true);
         expect_closed(&mut ws).await;
     }
     let mut ws = connect(&server).await;
-    ws.send(Message::Text(format!(r#"{{"type":"join","token":"{token}","display_name":""}}"#)))
-        .await
-        .unwrap();
+    ws.send(Message::Text(format!(
+        r#"{{"type":"join","token":"{token}","display_name":""}}"#
+    )))
+    .await
+    .unwrap();
     expect_error(&mut ws, "invalid_request", true).await;
     let mut ws = connect(&server).await;
-    ws.send(Message::Text(format!(r#"{{"type":"join","version":99,"token":"{token}","display_name":"X"}}"#)))
-        .await
-        .unwrap();
+    ws.send(Message::Text(format!(
+        r#"{{"type":"join","version":99,"token":"{token}","display_name":"X"}}"#
+    )))
+    .await
+    .unwrap();
     expect_error(&mut ws, "unsupported_version", true).await;
 
     // After join: every bad message gets an error, the connection stays.
     let mut ws = connect(&server).await;
-    ws.send(Message::Text(format!(r#"{{"type":"join","token":"{token}","display_name":"Mallory"}}"#)))
-        .await
-        .unwrap();
+    ws.send(Message::Text(format!(
+        r#"{{"type":"join","token":"{token}","display_name":"Mallory"}}"#
+    )))
+    .await
+    .unwrap();
     let joined = next_reply(&mut ws).await.unwrap();
     assert_eq!(joined["type"], "joined", "{joined}");
     let bad: &[(&str, &str)] = &[
@@ -106,12 +132,24 @@ async fn garbage_on_the_socket_hurts_nobody() {
         (r#"{"type":"fly"}"#, "invalid_message"),
         (r#"{"type":"ice","pc":"publish"}"#, "invalid_message"),
         (r#"{"type":"publish_offer","sdp":"hello"}"#, "invalid_sdp"),
-        (r#"{"type":"publish_offer","sdp":"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 45\r\na=rtpmap:45 AV1/90000\r\n"}"#, "invalid_sdp"),
+        (
+            r#"{"type":"publish_offer","sdp":"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 45\r\na=rtpmap:45 AV1/90000\r\n"}"#,
+            "invalid_sdp",
+        ),
         // A and B publish, so a subscribe offer is pending for Mallory: a junk answer is refused.
         (r#"{"type":"subscribe_answer","sdp":"v=0"}"#, "invalid_sdp"),
-        (r#"{"type":"ice","pc":"publish","candidate":"candidate:garbage","sdp_mline_index":0}"#, "invalid_candidate"),
-        (r#"{"type":"ice","pc":"subscribe","candidate":"candidate:1 1 UDP 1 300.1.1.1 99999 typ host\u0000","sdp_mline_index":7}"#, "invalid_candidate"),
-        (r#"{"type":"join","token":"x","display_name":"again"}"#, "already_joined"),
+        (
+            r#"{"type":"ice","pc":"publish","candidate":"candidate:garbage","sdp_mline_index":0}"#,
+            "invalid_candidate",
+        ),
+        (
+            r#"{"type":"ice","pc":"subscribe","candidate":"candidate:1 1 UDP 1 300.1.1.1 99999 typ host\u0000","sdp_mline_index":7}"#,
+            "invalid_candidate",
+        ),
+        (
+            r#"{"type":"join","token":"x","display_name":"again"}"#,
+            "already_joined",
+        ),
     ];
     for (text, code) in bad {
         ws.send(Message::Text((*text).into())).await.unwrap();
@@ -121,13 +159,21 @@ async fn garbage_on_the_socket_hurts_nobody() {
     expect_error(&mut ws, "invalid_message", false).await;
     // An SDP that parses but describes nothing sane is refused without harm.
     let weird = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\na=mid:0\r\na=sendonly\r\n";
-    ws.send(Message::Text(serde_json::json!({"type": "publish_offer", "sdp": weird}).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::Text(
+        serde_json::json!({"type": "publish_offer", "sdp": weird}).to_string(),
+    ))
+    .await
+    .unwrap();
     let v = next_reply(&mut ws).await.expect("a reply");
     assert!(v["type"] == "error" || v["type"] == "publish_answer", "{v}");
-    ws.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
-    assert_eq!(next_reply(&mut ws).await.unwrap()["type"], "pong", "the connection still works");
+    ws.send(Message::Text(r#"{"type":"ping"}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_reply(&mut ws).await.unwrap()["type"],
+        "pong",
+        "the connection still works"
+    );
 
     // Too many errors close that one connection.
     for _ in 0..25 {
@@ -150,9 +196,11 @@ async fn garbage_on_the_socket_hurts_nobody() {
 
     // Oversized frames close the connection.
     let mut ws = connect(&server).await;
-    ws.send(Message::Text(format!(r#"{{"type":"join","token":"{token}","display_name":"Big"}}"#)))
-        .await
-        .unwrap();
+    ws.send(Message::Text(format!(
+        r#"{{"type":"join","token":"{token}","display_name":"Big"}}"#
+    )))
+    .await
+    .unwrap();
     assert_eq!(next_reply(&mut ws).await.unwrap()["type"], "joined");
     let _ = ws.send(Message::Text("y".repeat(200 * 1024))).await;
     expect_closed(&mut ws).await;
@@ -171,7 +219,10 @@ async fn garbage_on_the_socket_hurts_nobody() {
     .await;
     assert!(!a.stats().disconnected && !b.stats().disconnected);
     let errors = a.stats().errors;
-    assert!(errors.contains(&"invalid_message".to_string()), "{errors:?}");
+    assert!(
+        errors.contains(&"invalid_message".to_string()),
+        "{errors:?}"
+    );
     assert!(errors.contains(&"invalid_sdp".to_string()), "{errors:?}");
     let ids = server.participant_ids(room["id"].as_str().unwrap());
     assert!(ids.contains(&a.id.to_string()) && ids.contains(&b.id.to_string()));

@@ -12,7 +12,12 @@ use std::time::Duration;
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 async fn join_error(link: &str) -> String {
@@ -62,11 +67,22 @@ fn auth_is_required_and_checked() {
     }
     // A room link token is not an admin token.
     let room = s.create_room(r#"{"name": "Auth"}"#);
-    let link_token = room["invite_url"].as_str().unwrap().split("#t=").nth(1).unwrap().to_owned();
+    let link_token = room["invite_url"]
+        .as_str()
+        .unwrap()
+        .split("#t=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
     let (status, resp) = s.request("GET", "/api/v1/rooms", Some(&link_token), None);
     assert_error(status, &resp, 401, "unauthorized");
     // A wrong token on the public creation route is refused, not treated as anonymous.
-    let (status, resp) = s.request("POST", "/api/v1/rooms", Some("wrong-token-wrong-token"), Some(r#"{"name":"x"}"#));
+    let (status, resp) = s.request(
+        "POST",
+        "/api/v1/rooms",
+        Some("wrong-token-wrong-token"),
+        Some(r#"{"name":"x"}"#),
+    );
     assert_error(status, &resp, 401, "unauthorized");
 }
 
@@ -109,10 +125,26 @@ fn create_validates_and_answers_the_contract_shape() {
         (r#"{"name": "   "}"#, 422, "invalid_request"),
         (long.as_str(), 422, "invalid_request"),
         (r#"{"name": 5}"#, 422, "invalid_request"),
-        (r#"{"name": "a", "max_participants": 0}"#, 422, "invalid_request"),
-        (r#"{"name": "a", "max_participants": 101}"#, 422, "invalid_request"),
-        (r#"{"name": "a", "max_participants": -1}"#, 422, "invalid_request"),
-        (r#"{"name": "a", "visibility": "public"}"#, 422, "invalid_request"),
+        (
+            r#"{"name": "a", "max_participants": 0}"#,
+            422,
+            "invalid_request",
+        ),
+        (
+            r#"{"name": "a", "max_participants": 101}"#,
+            422,
+            "invalid_request",
+        ),
+        (
+            r#"{"name": "a", "max_participants": -1}"#,
+            422,
+            "invalid_request",
+        ),
+        (
+            r#"{"name": "a", "visibility": "public"}"#,
+            422,
+            "invalid_request",
+        ),
         (r#"{"name": "a", "mode": "p2p"}"#, 422, "invalid_request"),
         (r#"{"name": "a", "lobby": "yes"}"#, 422, "invalid_request"),
     ] {
@@ -124,7 +156,9 @@ fn create_validates_and_answers_the_contract_shape() {
         .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
         .set("Content-Type", "text/plain")
         .send_string(r#"{"name": "a"}"#);
-    let Err(ureq::Error::Status(415, r)) = resp else { panic!("expected 415") };
+    let Err(ureq::Error::Status(415, r)) = resp else {
+        panic!("expected 415")
+    };
     let body: Value = r.into_json().unwrap();
     assert_eq!(body["error"]["code"], "unsupported_media_type");
     // Oversized body.
@@ -144,7 +178,12 @@ fn list_get_patch_rotate_delete() {
 
     let (st, list) = s.admin("GET", "/api/v1/rooms", None);
     assert_eq!(st, 200);
-    let ids: Vec<&str> = list["rooms"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![ida, idb]);
 
     let (st, got) = s.admin("GET", &format!("/api/v1/rooms/{ida}"), None);
@@ -175,11 +214,23 @@ fn list_get_patch_rotate_delete() {
     assert_eq!(patched["locked"], true);
     assert_eq!(patched["max_participants"], 10);
     assert!(patched.get("participants").is_none());
-    let (st, resp) = s.admin("PATCH", &format!("/api/v1/rooms/{ida}"), Some(r#"{"max_participants": 500}"#));
+    let (st, resp) = s.admin(
+        "PATCH",
+        &format!("/api/v1/rooms/{ida}"),
+        Some(r#"{"max_participants": 500}"#),
+    );
     assert_error(st, &resp, 422, "invalid_request");
-    let (st, resp) = s.admin("PATCH", &format!("/api/v1/rooms/{ida}"), Some(r#"{"locked": "yes"}"#));
+    let (st, resp) = s.admin(
+        "PATCH",
+        &format!("/api/v1/rooms/{ida}"),
+        Some(r#"{"locked": "yes"}"#),
+    );
     assert_error(st, &resp, 422, "invalid_request");
-    let (st, resp) = s.admin("PATCH", "/api/v1/rooms/r_missing", Some(r#"{"locked": true}"#));
+    let (st, resp) = s.admin(
+        "PATCH",
+        "/api/v1/rooms/r_missing",
+        Some(r#"{"locked": true}"#),
+    );
     assert_error(st, &resp, 404, "not_found");
 
     let (st, rotated) = s.admin("POST", &format!("/api/v1/rooms/{ida}/invite"), None);
@@ -189,7 +240,11 @@ fn list_get_patch_rotate_delete() {
 
     let (st, resp) = s.admin("GET", &format!("/api/v1/rooms/{idb}/participants"), None);
     assert_eq!((st, resp), (200, serde_json::json!({"participants": []})));
-    let (st, resp) = s.admin("DELETE", &format!("/api/v1/rooms/{idb}/participants/p_nobody"), None);
+    let (st, resp) = s.admin(
+        "DELETE",
+        &format!("/api/v1/rooms/{idb}/participants/p_nobody"),
+        None,
+    );
     assert_error(st, &resp, 404, "not_found");
 
     let (st, _) = s.admin("DELETE", &format!("/api/v1/rooms/{idb}"), None);
@@ -212,7 +267,10 @@ fn public_creation_is_rate_limited_and_can_be_turned_off() {
     assert!(room["host_url"].as_str().unwrap().contains("#t="));
     let mut statuses = Vec::new();
     for _ in 0..15 {
-        statuses.push(s.request("POST", "/api/v1/rooms", None, Some(r#"{"name": "Spam"}"#)).0);
+        statuses.push(
+            s.request("POST", "/api/v1/rooms", None, Some(r#"{"name": "Spam"}"#))
+                .0,
+        );
     }
     assert!(statuses.contains(&429), "{statuses:?}");
     let (st, resp) = s.request("POST", "/api/v1/rooms", None, Some(r#"{"name": "Spam"}"#));
@@ -233,7 +291,9 @@ async fn joins_are_refused_as_the_contract_says() {
     let invite = room["invite_url"].as_str().unwrap().to_owned();
     let host = room["host_url"].as_str().unwrap().to_owned();
 
-    let first = TestPeer::join(PeerConfig::new(&invite, "First")).await.expect("first joins");
+    let first = TestPeer::join(PeerConfig::new(&invite, "First"))
+        .await
+        .expect("first joins");
     let err = join_error(&invite).await;
     assert!(err.contains("room_full"), "{err}");
     let (st, parts) = s.admin("GET", &format!("/api/v1/rooms/{id}/participants"), None);
@@ -249,10 +309,15 @@ async fn joins_are_refused_as_the_contract_says() {
     assert_eq!(got["participants"].as_array().unwrap().len(), 1);
 
     // Removal: gone within 1 s, and its session cannot come back.
-    let (st, _) = s.admin("DELETE", &format!("/api/v1/rooms/{id}/participants/{}", first.id), None);
+    let (st, _) = s.admin(
+        "DELETE",
+        &format!("/api/v1/rooms/{id}/participants/{}", first.id),
+        None,
+    );
     assert_eq!(st, 204);
     wait_for("removal", Duration::from_secs(1), || {
-        (s.participant_ids(&id).is_empty() && first.stats().errors.contains(&"removed".to_string())).then_some(())
+        (s.participant_ids(&id).is_empty() && first.stats().errors.contains(&"removed".to_string()))
+            .then_some(())
     })
     .await;
     let mut again = PeerConfig::new(&invite, "First");
@@ -260,29 +325,52 @@ async fn joins_are_refused_as_the_contract_says() {
     let back = TestPeer::join(again).await.expect("the link still works");
     assert_ne!(back.id, first.id, "a revoked session does not resume");
     drop(back);
-    wait_for("empty room", Duration::from_secs(5), || s.participant_ids(&id).is_empty().then_some(())).await;
+    wait_for("empty room", Duration::from_secs(5), || {
+        s.participant_ids(&id).is_empty().then_some(())
+    })
+    .await;
 
     // Locked: newcomers get room_locked.
-    s.admin("PATCH", &format!("/api/v1/rooms/{id}"), Some(r#"{"locked": true, "max_participants": 5}"#));
+    s.admin(
+        "PATCH",
+        &format!("/api/v1/rooms/{id}"),
+        Some(r#"{"locked": true, "max_participants": 5}"#),
+    );
     let err = join_error(&invite).await;
     assert!(err.contains("room_locked"), "{err}");
-    s.admin("PATCH", &format!("/api/v1/rooms/{id}"), Some(r#"{"locked": false}"#));
+    s.admin(
+        "PATCH",
+        &format!("/api/v1/rooms/{id}"),
+        Some(r#"{"locked": false}"#),
+    );
 
     // Disabled invites: guests are refused, the host link works.
-    s.admin("PATCH", &format!("/api/v1/rooms/{id}"), Some(r#"{"invites_enabled": false}"#));
+    s.admin(
+        "PATCH",
+        &format!("/api/v1/rooms/{id}"),
+        Some(r#"{"invites_enabled": false}"#),
+    );
     let err = join_error(&invite).await;
     assert!(err.contains("forbidden"), "{err}");
-    let host_peer = TestPeer::join(PeerConfig::new(&host, "Host")).await.expect("host joins");
+    let host_peer = TestPeer::join(PeerConfig::new(&host, "Host"))
+        .await
+        .expect("host joins");
     let (_, parts) = s.admin("GET", &format!("/api/v1/rooms/{id}/participants"), None);
     assert_eq!(parts["participants"][0]["role"], "host");
-    s.admin("PATCH", &format!("/api/v1/rooms/{id}"), Some(r#"{"invites_enabled": true}"#));
+    s.admin(
+        "PATCH",
+        &format!("/api/v1/rooms/{id}"),
+        Some(r#"{"invites_enabled": true}"#),
+    );
 
     // Rotation: the old invite is refused, the new one works.
     let (_, rotated) = s.admin("POST", &format!("/api/v1/rooms/{id}/invite"), None);
     let err = join_error(&invite).await;
     assert!(err.contains("forbidden"), "{err}");
     let new_invite = rotated["invite_url"].as_str().unwrap();
-    let guest = TestPeer::join(PeerConfig::new(new_invite, "Guest")).await.expect("new invite works");
+    let guest = TestPeer::join(PeerConfig::new(new_invite, "Guest"))
+        .await
+        .expect("new invite works");
 
     // Tampered token.
     let tampered = format!("{}x", new_invite);
@@ -293,24 +381,37 @@ async fn joins_are_refused_as_the_contract_says() {
     let (st, _) = s.admin("DELETE", &format!("/api/v1/rooms/{id}"), None);
     assert_eq!(st, 204);
     wait_for("room_closed at both", Duration::from_secs(2), || {
-        let closed = |p: &TestPeer| p.stats().errors.contains(&"room_closed".to_string()) && p.stats().disconnected;
+        let closed = |p: &TestPeer| {
+            p.stats().errors.contains(&"room_closed".to_string()) && p.stats().disconnected
+        };
         (closed(&host_peer) && closed(&guest)).then_some(())
     })
     .await;
     let err = join_error(new_invite).await;
-    assert!(err.contains("room_closed") || err.contains("not_found"), "{err}");
+    assert!(
+        err.contains("room_closed") || err.contains("not_found"),
+        "{err}"
+    );
     let err = join_error(&host).await;
-    assert!(err.contains("room_closed") || err.contains("not_found"), "{err}");
+    assert!(
+        err.contains("room_closed") || err.contains("not_found"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_and_links_survive_a_restart() {
     let mut s = Server::start();
-    let room = s.create_room(r#"{"name": "Durable", "visibility": "listed", "max_participants": 7}"#);
+    let room =
+        s.create_room(r#"{"name": "Durable", "visibility": "listed", "max_participants": 7}"#);
     let id = room["id"].as_str().unwrap().to_owned();
     let closed = s.create_room(r#"{"name": "Gone"}"#);
     let closed_id = closed["id"].as_str().unwrap().to_owned();
-    s.admin("PATCH", &format!("/api/v1/rooms/{id}"), Some(r#"{"locked": true}"#));
+    s.admin(
+        "PATCH",
+        &format!("/api/v1/rooms/{id}"),
+        Some(r#"{"locked": true}"#),
+    );
     s.admin("DELETE", &format!("/api/v1/rooms/{closed_id}"), None);
     s.restart();
     let (st, got) = s.admin("GET", &format!("/api/v1/rooms/{id}"), None);
@@ -318,11 +419,22 @@ async fn rooms_and_links_survive_a_restart() {
     assert_eq!(got["name"], "Durable");
     assert_eq!(got["max_participants"], 7);
     assert_eq!(got["locked"], true);
-    assert_eq!(got["invite_url"], room["invite_url"], "links are stable across restarts");
+    assert_eq!(
+        got["invite_url"], room["invite_url"],
+        "links are stable across restarts"
+    );
     let (st, _) = s.admin("GET", &format!("/api/v1/rooms/{closed_id}"), None);
     assert_eq!(st, 404);
-    s.admin("PATCH", &format!("/api/v1/rooms/{id}"), Some(r#"{"locked": false}"#));
-    let peer = TestPeer::join(PeerConfig::new(room["invite_url"].as_str().unwrap(), "After")).await;
+    s.admin(
+        "PATCH",
+        &format!("/api/v1/rooms/{id}"),
+        Some(r#"{"locked": false}"#),
+    );
+    let peer = TestPeer::join(PeerConfig::new(
+        room["invite_url"].as_str().unwrap(),
+        "After",
+    ))
+    .await;
     assert!(peer.is_ok(), "the old link joins after a restart");
 }
 

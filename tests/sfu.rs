@@ -66,9 +66,30 @@ struct Line {
 impl ProcessPeer {
     fn spawn(link: &str, w: &Who) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(["loadgen", "peer", "--link", link, "--name", w.name, "--stats-ms", "200"])
-            .args(["--color", &format!("{:06x}", w.color), "--freq", &w.freq.to_string()])
-            .args(["--codec", if w.codec == VideoCodec::H264 { "h264" } else { "vp8" }])
+            .args([
+                "loadgen",
+                "peer",
+                "--link",
+                link,
+                "--name",
+                w.name,
+                "--stats-ms",
+                "200",
+            ])
+            .args([
+                "--color",
+                &format!("{:06x}", w.color),
+                "--freq",
+                &w.freq.to_string(),
+            ])
+            .args([
+                "--codec",
+                if w.codec == VideoCodec::H264 {
+                    "h264"
+                } else {
+                    "vp8"
+                },
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -79,8 +100,12 @@ impl ProcessPeer {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(l) = serde_json::from_str::<Line>(&line) {
-                    let mut stats = PeerStats::default();
-                    stats.participant_id = l.participant_id.and_then(|p| roomcast::ids::ParticipantId::parse(&p));
+                    let mut stats = PeerStats {
+                        participant_id: l
+                            .participant_id
+                            .and_then(|p| roomcast::ids::ParticipantId::parse(&p)),
+                        ..Default::default()
+                    };
                     for (k, v) in l.remote {
                         if let (Some(id), Ok(r)) = (
                             roomcast::ids::ParticipantId::parse(&k),
@@ -114,14 +139,21 @@ impl Drop for ProcessPeer {
 
 /// `stats` decoded ≥ `frames` video frames and ≥ 1 s of audio from `from`,
 /// with the right colour and tone.
-fn receives(stats: &PeerStats, from: &roomcast::ids::ParticipantId, who: &Who, frames: u64) -> bool {
+fn receives(
+    stats: &PeerStats,
+    from: &roomcast::ids::ParticipantId,
+    who: &Who,
+    frames: u64,
+) -> bool {
     let Some(r) = stats.remote.get(from) else {
         return false;
     };
     r.video_frames >= frames
         && r.audio_samples >= 48_000
-        && r.last_rgb.is_some_and(|rgb| color_close(rgb, who.color, 40))
-        && r.audio_freq.is_some_and(|f| (f - who.freq).abs() / who.freq < 0.05)
+        && r.last_rgb
+            .is_some_and(|rgb| color_close(rgb, who.color, 40))
+        && r.audio_freq
+            .is_some_and(|f| (f - who.freq).abs() / who.freq < 0.05)
 }
 
 fn frames_from(stats: &PeerStats, from: &roomcast::ids::ParticipantId) -> u64 {
@@ -166,7 +198,11 @@ async fn three_participants_late_joiner_and_one_that_vanishes() {
         let s = d.stats();
         [&a.id, &b.id, &c_id]
             .iter()
-            .all(|id| s.remote.get(*id).is_some_and(|r| r.first_video_ms.is_some()))
+            .all(|id| {
+                s.remote
+                    .get(*id)
+                    .is_some_and(|r| r.first_video_ms.is_some())
+            })
             .then_some(s)
     })
     .await;
@@ -178,16 +214,24 @@ async fn three_participants_late_joiner_and_one_that_vanishes() {
 
     // C is killed without a goodbye: gone from the others and from REST
     // within 15 s, while the others keep receiving.
-    let before = (frames_from(&a.stats(), &b.id), frames_from(&b.stats(), &a.id));
+    let before = (
+        frames_from(&a.stats(), &b.id),
+        frames_from(&b.stats(), &a.id),
+    );
     c.kill();
     wait_for("C to disappear", Duration::from_secs(15), || {
         let gone = |s: PeerStats| !s.present.contains(&c_id);
-        (gone(a.stats()) && gone(b.stats()) && gone(d.stats()) && !server.participant_ids(&room_id).contains(&c_id.to_string()))
-            .then_some(())
+        (gone(a.stats())
+            && gone(b.stats())
+            && gone(d.stats())
+            && !server.participant_ids(&room_id).contains(&c_id.to_string()))
+        .then_some(())
     })
     .await;
     wait_for("media to keep flowing", Duration::from_secs(5), || {
-        (frames_from(&a.stats(), &b.id) > before.0 + 30 && frames_from(&b.stats(), &a.id) > before.1 + 30).then_some(())
+        (frames_from(&a.stats(), &b.id) > before.0 + 30
+            && frames_from(&b.stats(), &a.id) > before.1 + 30)
+            .then_some(())
     })
     .await;
     let ids = server.participant_ids(&room_id);
@@ -196,7 +240,10 @@ async fn three_participants_late_joiner_and_one_that_vanishes() {
     // A graceful leave is seen at once.
     d.leave().await;
     wait_for("D's leave", Duration::from_secs(3), || {
-        (!a.stats().present.contains(&sd.participant_id.clone().unwrap())).then_some(())
+        (!a.stats()
+            .present
+            .contains(&sd.participant_id.clone().unwrap()))
+        .then_some(())
     })
     .await;
     let after = frames_from(&a.stats(), &b.id);
@@ -221,13 +268,24 @@ async fn a_frozen_participant_is_released_within_15_seconds() {
     .await;
     // SIGSTOP: no FIN, no packets, no pongs — the process just vanishes from the network.
     let pid = c.child.id().to_string();
-    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let started = std::time::Instant::now();
     wait_for("frozen C to be removed", Duration::from_secs(16), || {
-        (!server.participant_ids(&room_id).contains(&c_id.to_string()) && !a.stats().present.contains(&c_id))
-            .then_some(())
+        (!server.participant_ids(&room_id).contains(&c_id.to_string())
+            && !a.stats().present.contains(&c_id))
+        .then_some(())
     })
     .await;
-    assert!(started.elapsed() <= Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() <= Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
 }

@@ -288,10 +288,17 @@ impl Control {
         let weak = Arc::downgrade(&self.inner);
         let on_closed = Box::new(move |id: &RoomId| {
             if let Some(inner) = weak.upgrade() {
-                inner.rooms.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+                inner
+                    .rooms
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(id);
             }
         });
-        let seq = self.inner.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seq = self
+            .inner
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let handle = room::spawn(
             seq,
             record,
@@ -308,10 +315,10 @@ impl Control {
     }
 
     fn handle(&self, id: &RoomId) -> Result<RoomHandle, ControlError> {
-        if let Some(h) = self.rooms().get(id) {
-            if !h.is_closed() {
-                return Ok(h.clone());
-            }
+        if let Some(h) = self.rooms().get(id)
+            && !h.is_closed()
+        {
+            return Ok(h.clone());
         }
         match self.inner.store.get_room(id)? {
             Some(r) if r.closed_at.is_some() => Err(ControlError::RoomClosed),
@@ -323,7 +330,12 @@ impl Control {
         format!("{}/r/{}#t={}", self.inner.settings.public_url, id, token)
     }
 
-    fn view(&self, record: &RoomRecord, participants: &[ParticipantInfo], with_list: bool) -> RoomView {
+    fn view(
+        &self,
+        record: &RoomRecord,
+        participants: &[ParticipantInfo],
+        with_list: bool,
+    ) -> RoomView {
         let signer = &self.inner.signer;
         RoomView {
             id: record.id.clone(),
@@ -336,7 +348,10 @@ impl Control {
             invites_enabled: record.invites_enabled,
             participant_count: participants.len(),
             created_at: record.created_at.clone(),
-            invite_url: self.url(&record.id, &signer.link(&record.id, Role::Guest, record.invite_generation)),
+            invite_url: self.url(
+                &record.id,
+                &signer.link(&record.id, Role::Guest, record.invite_generation),
+            ),
             host_url: self.url(&record.id, &signer.link(&record.id, Role::Host, 0)),
             participants: with_list.then(|| participants.to_vec()),
         }
@@ -399,11 +414,19 @@ impl Control {
 
     /// Participants of a room.
     pub fn participants(&self, id: &RoomId) -> Result<Vec<ParticipantInfo>, ControlError> {
-        Ok(self.handle(id).map_err(hide_closed)?.snapshot().participants)
+        Ok(self
+            .handle(id)
+            .map_err(hide_closed)?
+            .snapshot()
+            .participants)
     }
 
     /// Changes settings.
-    pub async fn update_room(&self, id: &RoomId, mut patch: PatchRoom) -> Result<RoomView, ControlError> {
+    pub async fn update_room(
+        &self,
+        id: &RoomId,
+        mut patch: PatchRoom,
+    ) -> Result<RoomView, ControlError> {
         if let Some(n) = &patch.name {
             patch.name = Some(check_name(n)?);
         }
@@ -444,7 +467,11 @@ impl Control {
     }
 
     /// Removes a participant (revoking its session).
-    pub async fn remove_participant(&self, id: &RoomId, pid: &ParticipantId) -> Result<(), ControlError> {
+    pub async fn remove_participant(
+        &self,
+        id: &RoomId,
+        pid: &ParticipantId,
+    ) -> Result<(), ControlError> {
         let handle = self.handle(id).map_err(hide_closed)?;
         let (tx, rx) = oneshot::channel();
         handle.send(Command::Remove {
@@ -477,7 +504,9 @@ impl Control {
             return Err(ControlError::Unauthorized("not a room link".into()));
         }
         if !matches!(link.role, Role::Host | Role::Guest) {
-            return Err(ControlError::Forbidden("this link cannot join the call".into()));
+            return Err(ControlError::Forbidden(
+                "this link cannot join the call".into(),
+            ));
         }
         // A valid session of the same room lets a participant come back as itself.
         let resume = match session {
@@ -485,7 +514,9 @@ impl Control {
                 Ok(c)
                     if c.kind == TokenKind::Session
                         && c.room == link.room
-                        && c.jti.as_deref().is_some_and(|j| !self.inner.store.is_revoked(j).unwrap_or(true)) =>
+                        && c.jti
+                            .as_deref()
+                            .is_some_and(|j| !self.inner.store.is_revoked(j).unwrap_or(true)) =>
                 {
                     c.participant.clone()
                 }

@@ -10,8 +10,8 @@ use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::{MediaEvent, PeerState, RoomMedia, TrackKind};
 use crate::model::{Role, RoomRecord, now_rfc3339, unix_now};
 use crate::signaling::{
-    ClientMessage, IceServer, MediaState, PROTOCOL_VERSION, ParticipantInfo, PcKind, RoomSummary, ServerMessage,
-    TrackDescription,
+    ClientMessage, IceServer, MediaState, PROTOCOL_VERSION, ParticipantInfo, PcKind, RoomSummary,
+    ServerMessage, TrackDescription,
 };
 use crate::store::Store;
 use std::collections::HashMap;
@@ -160,10 +160,14 @@ pub fn admit(
     }
     if role == Role::Guest && !resuming {
         if !record.invites_enabled {
-            return Err(ControlError::Forbidden("the invite link is disabled".into()));
+            return Err(ControlError::Forbidden(
+                "the invite link is disabled".into(),
+            ));
         }
         if link_generation != record.invite_generation {
-            return Err(ControlError::Forbidden("this invite link was revoked".into()));
+            return Err(ControlError::Forbidden(
+                "this invite link was revoked".into(),
+            ));
         }
     }
     // People coming back to their own session were inside: a lock keeps
@@ -247,7 +251,11 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
 }
 
 impl Room {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, mut media_rx: mpsc::UnboundedReceiver<MediaEvent>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        mut media_rx: mpsc::UnboundedReceiver<MediaEvent>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.closed {
@@ -309,7 +317,11 @@ impl Room {
                 connection,
                 message,
             } => {
-                if self.participants.get(&participant).is_some_and(|p| p.connection == connection) {
+                if self
+                    .participants
+                    .get(&participant)
+                    .is_some_and(|p| p.connection == connection)
+                {
                     self.on_client(&participant, message).await;
                 }
             }
@@ -317,7 +329,11 @@ impl Room {
                 participant,
                 connection,
             } => {
-                if self.participants.get(&participant).is_some_and(|p| p.connection == connection) {
+                if self
+                    .participants
+                    .get(&participant)
+                    .is_some_and(|p| p.connection == connection)
+                {
                     self.remove(&participant, "disconnected").await;
                 }
             }
@@ -397,18 +413,26 @@ impl Room {
         // have noticed yet that it is gone.
         let already_inside = resuming.is_some_and(|pid| self.participants.contains_key(pid));
         let inside = self.participants.len() - usize::from(already_inside);
-        if let Err(e) = admit(&self.record, inside, req.role, req.link_generation, resuming.is_some()) {
+        if let Err(e) = admit(
+            &self.record,
+            inside,
+            req.role,
+            req.link_generation,
+            resuming.is_some(),
+        ) {
             tracing::info!(reason = e.code(), "join refused");
             let _ = req.reply.send(Err(e));
             return;
         }
-        if already_inside {
-            if let Some(pid) = resuming {
-                self.remove(pid, "reconnected").await;
-            }
+        if already_inside && let Some(pid) = resuming {
+            self.remove(pid, "reconnected").await;
         }
         if self.media.is_none() {
-            match RoomMedia::new(self.record.id.clone(), self.deps.ice.clone(), self.media_tx.clone()) {
+            match RoomMedia::new(
+                self.record.id.clone(),
+                self.deps.ice.clone(),
+                self.media_tx.clone(),
+            ) {
                 Ok(m) => self.media = Some(m),
                 Err(e) => {
                     tracing::error!("cannot start room media: {e}");
@@ -418,16 +442,19 @@ impl Room {
             }
         }
         let pid = req.resume.clone().unwrap_or_else(ParticipantId::generate);
-        if let Some(media) = &self.media {
-            if let Err(e) = media.add_participant(&pid) {
-                tracing::error!(participant = %pid, "cannot create peer: {e}");
-                let _ = req.reply.send(Err(ControlError::Media(e.to_string())));
-                return;
-            }
+        if let Some(media) = &self.media
+            && let Err(e) = media.add_participant(&pid)
+        {
+            tracing::error!(participant = %pid, "cannot create peer: {e}");
+            let _ = req.reply.send(Err(ControlError::Media(e.to_string())));
+            return;
         }
         let connection = self.next_connection;
         self.next_connection += 1;
-        let (session, claims) = self.deps.signer.session(&self.record.id, req.role, &pid, unix_now());
+        let (session, claims) =
+            self.deps
+                .signer
+                .session(&self.record.id, req.role, &pid, unix_now());
         let info = ParticipantInfo {
             id: pid.clone(),
             display_name: req.display_name,
@@ -455,7 +482,12 @@ impl Room {
             ice_servers: req.ice_servers,
         };
         let _ = req.out.try_send(joined);
-        self.broadcast(None, ServerMessage::ParticipantJoined { participant: info.clone() });
+        self.broadcast(
+            None,
+            ServerMessage::ParticipantJoined {
+                participant: info.clone(),
+            },
+        );
         self.participants.insert(
             pid.clone(),
             Participant {
@@ -483,7 +515,11 @@ impl Room {
 
     fn forward(&mut self, subscriber: &ParticipantId, track: &TrackId) {
         let Some(media) = &self.media else { return };
-        if self.tracks.get(track).is_some_and(|t| &t.owner == subscriber) {
+        if self
+            .tracks
+            .get(track)
+            .is_some_and(|t| &t.owner == subscriber)
+        {
             return;
         }
         match media.subscribe(subscriber, track) {
@@ -497,7 +533,9 @@ impl Room {
     }
 
     async fn renegotiate(&mut self, pid: &ParticipantId) {
-        let Some(p) = self.participants.get_mut(pid) else { return };
+        let Some(p) = self.participants.get_mut(pid) else {
+            return;
+        };
         if p.negotiation.offer_sent.is_some() {
             p.negotiation.dirty = true;
             return;
@@ -521,12 +559,21 @@ impl Room {
                     p.negotiation.offer_sent = Some(Instant::now());
                     p.negotiation.dirty = false;
                 }
-                self.send(pid, ServerMessage::SubscribeOffer { sdp: offer.sdp, tracks });
+                self.send(
+                    pid,
+                    ServerMessage::SubscribeOffer {
+                        sdp: offer.sdp,
+                        tracks,
+                    },
+                );
             }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(participant = %pid, "subscribe offer failed: {e}");
-                self.send(pid, ServerMessage::error("negotiation_failed", e.to_string(), false));
+                self.send(
+                    pid,
+                    ServerMessage::error("negotiation_failed", e.to_string(), false),
+                );
             }
         }
     }
@@ -534,7 +581,14 @@ impl Room {
     async fn on_client(&mut self, pid: &ParticipantId, msg: ClientMessage) {
         match msg {
             ClientMessage::Join { .. } => {
-                self.send(pid, ServerMessage::error("already_joined", "this connection has joined already", false));
+                self.send(
+                    pid,
+                    ServerMessage::error(
+                        "already_joined",
+                        "this connection has joined already",
+                        false,
+                    ),
+                );
             }
             ClientMessage::PublishOffer { sdp } => {
                 let Some(media) = &self.media else { return };
@@ -545,14 +599,26 @@ impl Room {
                     }
                     Err(e) => {
                         tracing::info!(participant = %pid, "publish offer refused: {e}");
-                        self.send(pid, ServerMessage::error("invalid_sdp", e.to_string(), false));
+                        self.send(
+                            pid,
+                            ServerMessage::error("invalid_sdp", e.to_string(), false),
+                        );
                     }
                 }
             }
             ClientMessage::SubscribeAnswer { sdp } => {
-                let Some(p) = self.participants.get_mut(pid) else { return };
+                let Some(p) = self.participants.get_mut(pid) else {
+                    return;
+                };
                 if p.negotiation.offer_sent.is_none() {
-                    self.send(pid, ServerMessage::error("unexpected_answer", "no subscribe offer is pending", false));
+                    self.send(
+                        pid,
+                        ServerMessage::error(
+                            "unexpected_answer",
+                            "no subscribe offer is pending",
+                            false,
+                        ),
+                    );
                     return;
                 }
                 let Some(media) = &self.media else { return };
@@ -561,7 +627,10 @@ impl Room {
                         let (fresh, dirty) = match self.participants.get_mut(pid) {
                             Some(p) => {
                                 p.negotiation.offer_sent = None;
-                                (std::mem::take(&mut p.negotiation.fresh), p.negotiation.dirty)
+                                (
+                                    std::mem::take(&mut p.negotiation.fresh),
+                                    p.negotiation.dirty,
+                                )
                             }
                             None => return,
                         };
@@ -575,7 +644,10 @@ impl Room {
                     Err(e) => {
                         // The offer stays pending: a corrected answer may follow.
                         tracing::info!(participant = %pid, "subscribe answer refused: {e}");
-                        self.send(pid, ServerMessage::error("invalid_sdp", e.to_string(), false));
+                        self.send(
+                            pid,
+                            ServerMessage::error("invalid_sdp", e.to_string(), false),
+                        );
                     }
                 }
             }
@@ -586,11 +658,16 @@ impl Room {
             } => {
                 let Some(media) = &self.media else { return };
                 if let Err(e) = media.add_remote_candidate(pid, pc, sdp_mline_index, &candidate) {
-                    self.send(pid, ServerMessage::error("invalid_candidate", e.to_string(), false));
+                    self.send(
+                        pid,
+                        ServerMessage::error("invalid_candidate", e.to_string(), false),
+                    );
                 }
             }
             ClientMessage::SetMuted { audio, video } => {
-                let Some(p) = self.participants.get_mut(pid) else { return };
+                let Some(p) = self.participants.get_mut(pid) else {
+                    return;
+                };
                 if let Some(a) = audio {
                     p.info.audio.muted = a;
                 }
@@ -598,7 +675,10 @@ impl Room {
                     p.info.video.muted = v;
                 }
                 let info = p.info.clone();
-                self.broadcast(Some(pid), ServerMessage::ParticipantUpdated { participant: info });
+                self.broadcast(
+                    Some(pid),
+                    ServerMessage::ParticipantUpdated { participant: info },
+                );
                 self.publish_snapshot();
             }
             ClientMessage::Ping => self.send(pid, ServerMessage::Pong),
@@ -627,7 +707,9 @@ impl Room {
                 kind,
                 codec,
             } => {
-                let Some(p) = self.participants.get_mut(&participant) else { return };
+                let Some(p) = self.participants.get_mut(&participant) else {
+                    return;
+                };
                 tracing::debug!(participant = %participant, %track, codec, "track added");
                 match kind {
                     TrackKind::Audio => p.info.audio.published = true,
@@ -641,10 +723,17 @@ impl Room {
                         kind,
                     },
                 );
-                self.broadcast(None, ServerMessage::ParticipantUpdated { participant: info });
+                self.broadcast(
+                    None,
+                    ServerMessage::ParticipantUpdated { participant: info },
+                );
                 self.publish_snapshot();
-                let subscribers: Vec<ParticipantId> =
-                    self.order.iter().filter(|id| **id != participant).cloned().collect();
+                let subscribers: Vec<ParticipantId> = self
+                    .order
+                    .iter()
+                    .filter(|id| **id != participant)
+                    .cloned()
+                    .collect();
                 for sub in &subscribers {
                     self.forward(sub, &track);
                 }
@@ -672,16 +761,26 @@ impl Room {
                     PeerState::Failed => {
                         self.send(
                             &participant,
-                            ServerMessage::error("media_failed", "the media connection failed", true),
+                            ServerMessage::error(
+                                "media_failed",
+                                "the media connection failed",
+                                true,
+                            ),
                         );
                         self.remove(&participant, "failed").await;
                     }
                     _ => {}
                 }
             }
-            MediaEvent::PeerError { participant, message } => {
+            MediaEvent::PeerError {
+                participant,
+                message,
+            } => {
                 if self.participants.contains_key(&participant) {
-                    self.send(&participant, ServerMessage::error("media_failed", message, true));
+                    self.send(
+                        &participant,
+                        ServerMessage::error("media_failed", message, true),
+                    );
                     self.remove(&participant, "failed").await;
                 }
             }
@@ -693,28 +792,45 @@ impl Room {
         let stuck: Vec<ParticipantId> = self
             .participants
             .iter()
-            .filter(|(_, p)| p.negotiation.offer_sent.is_some_and(|t| now.duration_since(t) > ANSWER_TIMEOUT))
+            .filter(|(_, p)| {
+                p.negotiation
+                    .offer_sent
+                    .is_some_and(|t| now.duration_since(t) > ANSWER_TIMEOUT)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for pid in stuck {
             tracing::info!(participant = %pid, "no subscribe answer, dropping");
-            self.send(&pid, ServerMessage::error("negotiation_timeout", "no answer to the subscribe offer", true));
+            self.send(
+                &pid,
+                ServerMessage::error(
+                    "negotiation_timeout",
+                    "no answer to the subscribe offer",
+                    true,
+                ),
+            );
             self.remove(&pid, "failed").await;
         }
-        if let Some(since) = self.empty_since {
-            if now.duration_since(since) >= self.deps.empty_timeout {
-                tracing::info!("empty for {:?}, closing", self.deps.empty_timeout);
-                self.close("empty").await;
-            }
+        if let Some(since) = self.empty_since
+            && now.duration_since(since) >= self.deps.empty_timeout
+        {
+            tracing::info!("empty for {:?}, closing", self.deps.empty_timeout);
+            self.close("empty").await;
         }
     }
 
     async fn remove(&mut self, pid: &ParticipantId, reason: &str) {
-        let Some(p) = self.participants.remove(pid) else { return };
+        let Some(p) = self.participants.remove(pid) else {
+            return;
+        };
         drop(p);
         self.order.retain(|id| id != pid);
         self.tracks.retain(|_, t| &t.owner != pid);
-        let affected = self.media.as_ref().map(|m| m.remove_participant(pid)).unwrap_or_default();
+        let affected = self
+            .media
+            .as_ref()
+            .map(|m| m.remove_participant(pid))
+            .unwrap_or_default();
         tracing::info!(participant = %pid, reason, "participant left");
         self.broadcast(
             None,
@@ -760,7 +876,9 @@ fn refuse(cmd: Command) {
         Command::Join(req) => {
             let _ = req.reply.send(Err(ControlError::RoomClosed));
         }
-        Command::Update { reply, .. } | Command::RotateInvite { reply } | Command::Remove { reply, .. } => {
+        Command::Update { reply, .. }
+        | Command::RotateInvite { reply }
+        | Command::Remove { reply, .. } => {
             let _ = reply.send(Err(ControlError::RoomClosed));
         }
         Command::Close { reply } => {
@@ -797,21 +915,39 @@ mod tests {
     fn admission_rules() {
         let r = record();
         assert!(admit(&r, 0, Role::Guest, 1, false).is_ok());
-        assert!(matches!(admit(&r, 2, Role::Guest, 1, false), Err(ControlError::RoomFull)));
-        assert!(matches!(admit(&r, 2, Role::Host, 0, false), Err(ControlError::RoomFull)));
-        assert!(matches!(admit(&r, 0, Role::Guest, 0, false), Err(ControlError::Forbidden(_))));
+        assert!(matches!(
+            admit(&r, 2, Role::Guest, 1, false),
+            Err(ControlError::RoomFull)
+        ));
+        assert!(matches!(
+            admit(&r, 2, Role::Host, 0, false),
+            Err(ControlError::RoomFull)
+        ));
+        assert!(matches!(
+            admit(&r, 0, Role::Guest, 0, false),
+            Err(ControlError::Forbidden(_))
+        ));
         // Host links do not depend on the invite generation.
         assert!(admit(&r, 0, Role::Host, 0, false).is_ok());
         let mut locked = r.clone();
         locked.locked = true;
-        assert!(matches!(admit(&locked, 0, Role::Guest, 1, false), Err(ControlError::RoomLocked)));
+        assert!(matches!(
+            admit(&locked, 0, Role::Guest, 1, false),
+            Err(ControlError::RoomLocked)
+        ));
         assert!(admit(&locked, 0, Role::Guest, 1, true).is_ok());
         let mut no_invites = r.clone();
         no_invites.invites_enabled = false;
-        assert!(matches!(admit(&no_invites, 0, Role::Guest, 1, false), Err(ControlError::Forbidden(_))));
+        assert!(matches!(
+            admit(&no_invites, 0, Role::Guest, 1, false),
+            Err(ControlError::Forbidden(_))
+        ));
         assert!(admit(&no_invites, 0, Role::Host, 0, false).is_ok());
         let mut closed = r;
         closed.closed_at = Some(now_rfc3339());
-        assert!(matches!(admit(&closed, 0, Role::Host, 0, false), Err(ControlError::RoomClosed)));
+        assert!(matches!(
+            admit(&closed, 0, Role::Host, 0, false),
+            Err(ControlError::RoomClosed)
+        ));
     }
 }

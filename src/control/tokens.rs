@@ -120,7 +120,8 @@ impl TokenSigner {
         let sig = B64.decode(sig).map_err(|_| TokenError::Malformed)?;
         let mut mac = self.mac();
         mac.update(body.as_bytes());
-        mac.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+        mac.verify_slice(&sig)
+            .map_err(|_| TokenError::BadSignature)?;
         let json = B64.decode(body).map_err(|_| TokenError::Malformed)?;
         let claims: Claims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
         if claims.expires_at.is_some_and(|e| e <= now) {
@@ -143,7 +144,13 @@ impl TokenSigner {
     }
 
     /// A fresh session token for a participant who just joined.
-    pub fn session(&self, room: &RoomId, role: Role, pid: &ParticipantId, now: u64) -> (String, Claims) {
+    pub fn session(
+        &self,
+        room: &RoomId,
+        role: Role,
+        pid: &ParticipantId,
+        now: u64,
+    ) -> (String, Claims) {
         let claims = Claims {
             room: room.clone(),
             role,

@@ -43,7 +43,11 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// 422.
@@ -53,7 +57,11 @@ impl ApiError {
 
     /// 429.
     pub fn rate_limited() -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests, slow down")
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests, slow down",
+        )
     }
 }
 
@@ -61,7 +69,9 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match &e {
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::RoomClosed | ControlError::RoomLocked | ControlError::RoomFull => StatusCode::CONFLICT,
+            ControlError::RoomClosed | ControlError::RoomLocked | ControlError::RoomFull => {
+                StatusCode::CONFLICT
+            }
             ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
             ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ControlError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -114,29 +124,57 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
     let e = if let Some(e) = r.find::<ApiError>() {
         e.clone()
     } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body too large",
+        )
     } else if r.find::<warp::reject::LengthRequired>().is_some() {
-        ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", "Content-Length required")
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "Content-Length required",
+        )
     } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "unsupported content type")
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "unsupported content type",
+        )
     } else if let Some(h) = r.find::<warp::reject::MissingHeader>() {
         ApiError::bad_request(format!("missing header {}", h.name()))
     } else if let Some(h) = r.find::<warp::reject::InvalidHeader>() {
         ApiError::bad_request(format!("invalid header {}", h.name()))
     } else if r.find::<warp::reject::InvalidQuery>().is_some() {
         ApiError::bad_request("invalid query string")
-    } else if r.find::<warp::filters::ws::MissingConnectionUpgrade>().is_some() {
+    } else if r
+        .find::<warp::filters::ws::MissingConnectionUpgrade>()
+        .is_some()
+    {
         ApiError::bad_request("WebSocket upgrade expected")
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+        )
     } else if r.is_not_found() {
         ApiError::not_found("resource")
     } else {
         tracing::warn!("unhandled rejection: {r:?}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     };
     if e.status.is_client_error() {
-        tracing::debug!(status = e.status.as_u16(), code = e.code, "request refused: {}", e.message);
+        tracing::debug!(
+            status = e.status.as_u16(),
+            code = e.code,
+            "request refused: {}",
+            e.message
+        );
     }
     Ok(reply(&e))
 }

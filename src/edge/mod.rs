@@ -58,7 +58,9 @@ mod subtle_eq {
 }
 
 /// Injects the app.
-pub fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = std::convert::Infallible> + Clone {
+pub fn with_app(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Arc<App>,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || app.clone())
 }
 
@@ -75,13 +77,17 @@ fn check_bearer(app: &App, header: Option<String>) -> Result<Caller, Rejection> 
     let Some(h) = header else {
         return Ok(Caller::Anonymous);
     };
-    let token = h
-        .strip_prefix("Bearer ")
-        .ok_or_else(|| warp::reject::custom(ApiError::unauthorized("expected Authorization: Bearer <token>")))?;
+    let token = h.strip_prefix("Bearer ").ok_or_else(|| {
+        warp::reject::custom(ApiError::unauthorized(
+            "expected Authorization: Bearer <token>",
+        ))
+    })?;
     if constant_time_eq(token.trim().as_bytes(), app.admin_token.as_bytes()) {
         Ok(Caller::Admin)
     } else {
-        Err(warp::reject::custom(ApiError::unauthorized("invalid admin token")))
+        Err(warp::reject::custom(ApiError::unauthorized(
+            "invalid admin token",
+        )))
     }
 }
 
@@ -109,7 +115,10 @@ pub fn caller(app: Arc<App>) -> impl Filter<Extract = (Caller,), Error = Rejecti
 
 /// Parses a JSON body: 415 for another content type, 400 for malformed
 /// JSON, 422 for JSON of the wrong shape or values.
-pub fn parse_json<T: DeserializeOwned>(content_type: Option<&str>, body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: DeserializeOwned>(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<T, ApiError> {
     if let Some(ct) = content_type {
         let mime = ct.split(';').next().unwrap_or("").trim();
         if !mime.eq_ignore_ascii_case("application/json") {
@@ -120,8 +129,8 @@ pub fn parse_json<T: DeserializeOwned>(content_type: Option<&str>, body: &[u8]) 
             ));
         }
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::unprocessable("expected a JSON object"));
     }
@@ -129,7 +138,8 @@ pub fn parse_json<T: DeserializeOwned>(content_type: Option<&str>, body: &[u8]) 
 }
 
 /// A size-limited JSON body.
-pub fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+pub fn json_body<T: DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     warp::body::content_length_limit(MAX_BODY_BYTES)
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::bytes())
@@ -139,7 +149,9 @@ pub fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Er
 }
 
 /// Every route, with the JSON error recovery.
-pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+pub fn routes(
+    app: Arc<App>,
+) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
     let log = warp::log::custom(|info| {
         // Paths never carry tokens (they travel in fragments, bodies and headers).
         tracing::debug!(

@@ -30,7 +30,9 @@ fn no_content() -> warp::reply::Response {
 }
 
 /// Every REST route.
-pub fn routes(app: Arc<App>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+pub fn routes(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| json_status(&json!({"status": "ok"}), StatusCode::OK));
@@ -53,7 +55,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (warp::reply::Response,), 
         .and(warp::get())
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
-        .map(|app: Arc<App>| json_status(&json!({"rooms": app.control.list_rooms()}), StatusCode::OK));
+        .map(|app: Arc<App>| {
+            json_status(&json!({"rooms": app.control.list_rooms()}), StatusCode::OK)
+        });
 
     let get = warp::path!("api" / "v1" / "rooms" / String)
         .and(warp::get())
@@ -115,7 +119,12 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (warp::reply::Response,), 
     let public = warp::path!("api" / "v1" / "public" / "rooms")
         .and(warp::get())
         .and(with_app(app.clone()))
-        .map(|app: Arc<App>| json_status(&json!({"rooms": app.control.public_rooms()}), StatusCode::OK));
+        .map(|app: Arc<App>| {
+            json_status(
+                &json!({"rooms": app.control.public_rooms()}),
+                StatusCode::OK,
+            )
+        });
 
     healthz
         .or(system)
@@ -140,14 +149,21 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (warp::reply::Response,), 
         .unify()
 }
 
-async fn create_room(caller: Caller, addr: Option<SocketAddr>, req: CreateRoom, app: Arc<App>) -> Resp {
+async fn create_room(
+    caller: Caller,
+    addr: Option<SocketAddr>,
+    req: CreateRoom,
+    app: Arc<App>,
+) -> Resp {
     if caller == Caller::Anonymous {
         if !app.public_create {
             return Err(warp::reject::custom(ApiError::unauthorized(
                 "public room creation is off; use the admin token",
             )));
         }
-        let ip = addr.map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let ip = addr
+            .map(|a| a.ip())
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
         if !app.create_limiter.check(ip, Instant::now()) {
             tracing::info!(%ip, "public room creation rate-limited");
             return Err(warp::reject::custom(ApiError::rate_limited()));

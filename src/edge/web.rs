@@ -20,7 +20,10 @@ fn serve(path: &str) -> Result<warp::reply::Response, Rejection> {
     }
     // Small files, changed on every upgrade: revalidate each time.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     *resp.status_mut() = StatusCode::OK;
     Ok(resp)
@@ -28,7 +31,9 @@ fn serve(path: &str) -> Result<warp::reply::Response, Rejection> {
 
 /// `/`, `/r/{id}`, `/assets/*`.
 pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let home = warp::path::end().and(warp::get()).and_then(|| async { serve("index.html") });
+    let home = warp::path::end()
+        .and(warp::get())
+        .and_then(|| async { serve("index.html") });
     let room = warp::path!("r" / String)
         .and(warp::get())
         .and_then(|_id: String| async { serve("room.html") });

@@ -28,7 +28,9 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(9);
 const MAX_BAD_FRAMES: u32 = 20;
 
 /// The `/ws` route.
-pub fn route(app: Arc<App>) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+pub fn route(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("ws")
         .and(warp::get())
         .and(warp::ws())
@@ -46,7 +48,9 @@ fn to_frame(msg: &ServerMessage) -> Message {
 }
 
 async fn refuse(mut socket: WebSocket, code: &str, message: String) {
-    let _ = socket.send(to_frame(&ServerMessage::error(code, message, true))).await;
+    let _ = socket
+        .send(to_frame(&ServerMessage::error(code, message, true)))
+        .await;
     let _ = socket.close().await;
 }
 
@@ -75,15 +79,31 @@ async fn handle(mut socket: WebSocket, app: Arc<App>) {
             display_name,
         }) => {
             if version != crate::signaling::PROTOCOL_VERSION {
-                return refuse(socket, "unsupported_version", format!("protocol version {version} is not supported")).await;
+                return refuse(
+                    socket,
+                    "unsupported_version",
+                    format!("protocol version {version} is not supported"),
+                )
+                .await;
             }
             (token, session, display_name)
         }
-        Ok(_) => return refuse(socket, "join_first", "the first message must be join".into()).await,
+        Ok(_) => {
+            return refuse(
+                socket,
+                "join_first",
+                "the first message must be join".into(),
+            )
+            .await;
+        }
         Err(e) => return refuse(socket, "invalid_message", e).await,
     };
     let (out_tx, out_rx) = mpsc::channel::<ServerMessage>(256);
-    let joined = match app.control.join(&token, session.as_deref(), &display_name, out_tx).await {
+    let joined = match app
+        .control
+        .join(&token, session.as_deref(), &display_name, out_tx)
+        .await
+    {
         Ok(j) => j,
         Err(e) => return refuse(socket, e.code(), e.to_string()).await,
     };
@@ -92,7 +112,11 @@ async fn handle(mut socket: WebSocket, app: Arc<App>) {
 }
 
 /// Relays frames until either side is done.
-async fn relay(socket: WebSocket, joined: crate::control::Joined, mut out_rx: mpsc::Receiver<ServerMessage>) {
+async fn relay(
+    socket: WebSocket,
+    joined: crate::control::Joined,
+    mut out_rx: mpsc::Receiver<ServerMessage>,
+) {
     let (room, pid, conn) = (joined.room, joined.participant, joined.connection);
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval(PING_EVERY);

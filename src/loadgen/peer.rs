@@ -195,7 +195,10 @@ fn on_video_sample(stats: &Shared, joined: Instant, from: &ParticipantId, sample
     let rgb = (|| {
         let caps = sample.caps()?;
         let s = caps.structure(0)?;
-        let (w, h) = (s.get::<i32>("width").ok()? as usize, s.get::<i32>("height").ok()? as usize);
+        let (w, h) = (
+            s.get::<i32>("width").ok()? as usize,
+            s.get::<i32>("height").ok()? as usize,
+        );
         let buf = sample.buffer()?;
         let map = buf.map_readable().ok()?;
         let stride = (w * 3).div_ceil(4) * 4;
@@ -256,7 +259,11 @@ fn attach_decoder(
         .ok_or_else(|| MediaError::Pipeline("no appsink".into()))?;
     let is_video = encoding != "OPUS";
     if is_video {
-        lock(&stats).remote.entry(owner.clone()).or_default().video_codec = Some(encoding.clone());
+        lock(&stats)
+            .remote
+            .entry(owner.clone())
+            .or_default()
+            .video_codec = Some(encoding.clone());
     }
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -325,7 +332,9 @@ impl TestPeer {
             session: cfg.session.clone(),
             display_name: cfg.name.clone(),
         };
-        ws_tx.send(Message::Text(serde_json::to_string(&join)?)).await?;
+        ws_tx
+            .send(Message::Text(serde_json::to_string(&join)?))
+            .await?;
         // Wait for joined (or a refusal).
         let (pid, session) = loop {
             let frame = tokio::time::timeout(Duration::from_secs(10), ws_rx.next())
@@ -339,7 +348,9 @@ impl TestPeer {
                     session,
                     ..
                 } => break (participant_id, session),
-                ServerMessage::Error { code, message, .. } => bail!("join refused: {code}: {message}"),
+                ServerMessage::Error { code, message, .. } => {
+                    bail!("join refused: {code}: {message}")
+                }
                 _ => continue,
             }
         };
@@ -364,13 +375,19 @@ impl TestPeer {
                 if pad.direction() != gst::PadDirection::Src {
                     return;
                 }
-                let Some(pipeline) = weak.upgrade() else { return };
+                let Some(pipeline) = weak.upgrade() else {
+                    return;
+                };
                 let mid = pad
                     .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
                     .and_then(|t| t.mid())
                     .map(|m| m.to_string())
                     .unwrap_or_default();
-                let owner = mids.lock().unwrap_or_else(|p| p.into_inner()).get(&mid).cloned();
+                let owner = mids
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&mid)
+                    .cloned();
                 let Some(owner) = owner else {
                     tracing::warn!(mid, "track of unknown owner");
                     return;

@@ -14,7 +14,13 @@ const H264_ENCODERS: &[&str] = &[
     "x264enc",
     "openh264enc",
 ];
-const VP8_ENCODERS: &[&str] = &["vavp8enc", "vaapivp8enc", "qsvvp8enc", "v4l2vp8enc", "vp8enc"];
+const VP8_ENCODERS: &[&str] = &[
+    "vavp8enc",
+    "vaapivp8enc",
+    "qsvvp8enc",
+    "v4l2vp8enc",
+    "vp8enc",
+];
 const OPUS_ENCODERS: &[&str] = &["opusenc"];
 const H264_DECODERS: &[&str] = &[
     "nvh264dec",
@@ -25,7 +31,14 @@ const H264_DECODERS: &[&str] = &[
     "avdec_h264",
     "openh264dec",
 ];
-const VP8_DECODERS: &[&str] = &["nvvp8dec", "vavp8dec", "vaapivp8dec", "qsvvp8dec", "v4l2vp8dec", "vp8dec"];
+const VP8_DECODERS: &[&str] = &[
+    "nvvp8dec",
+    "vavp8dec",
+    "vaapivp8dec",
+    "qsvvp8dec",
+    "v4l2vp8dec",
+    "vp8dec",
+];
 const OPUS_DECODERS: &[&str] = &["opusdec"];
 
 /// Hardware family of an element name.
@@ -55,12 +68,20 @@ pub fn probe() -> (String, BTreeMap<String, String>, BTreeMap<String, String>) {
     let available = |name: &str| gst::ElementFactory::find(name).is_some();
     let mut enc = BTreeMap::new();
     let mut dec = BTreeMap::new();
-    for (codec, list) in [("h264", H264_ENCODERS), ("vp8", VP8_ENCODERS), ("opus", OPUS_ENCODERS)] {
+    for (codec, list) in [
+        ("h264", H264_ENCODERS),
+        ("vp8", VP8_ENCODERS),
+        ("opus", OPUS_ENCODERS),
+    ] {
         if let Some(e) = pick(list, available) {
             enc.insert(codec.to_owned(), e.to_owned());
         }
     }
-    for (codec, list) in [("h264", H264_DECODERS), ("vp8", VP8_DECODERS), ("opus", OPUS_DECODERS)] {
+    for (codec, list) in [
+        ("h264", H264_DECODERS),
+        ("vp8", VP8_DECODERS),
+        ("opus", OPUS_DECODERS),
+    ] {
         if let Some(e) = pick(list, available) {
             dec.insert(codec.to_owned(), e.to_owned());
         }

@@ -73,5 +73,6 @@ pub fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, MediaErro
     if let Some(n) = name {
         b = b.name(n);
     }
-    b.build().map_err(|_| MediaError::MissingElement(factory.to_owned()))
+    b.build()
+        .map_err(|_| MediaError::MissingElement(factory.to_owned()))
 }

@@ -26,13 +26,19 @@ async fn call(
         return Ok(None);
     };
     if let Ok(err) = reply.get::<gst::glib::Error>("error") {
-        return Err(MediaError::Negotiation(format!("{signal}: {}", err.message())));
+        return Err(MediaError::Negotiation(format!(
+            "{signal}: {}",
+            err.message()
+        )));
     }
     Ok(Some(reply.to_owned()))
 }
 
 /// Parses SDP text into a session description of `kind`.
-pub fn parse_description(kind: WebRTCSDPType, sdp: &str) -> Result<WebRTCSessionDescription, MediaError> {
+pub fn parse_description(
+    kind: WebRTCSDPType,
+    sdp: &str,
+) -> Result<WebRTCSessionDescription, MediaError> {
     let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
         .map_err(|_| MediaError::BadSdp("unparsable SDP".into()))?;
     if msg.medias_len() == 0 {
@@ -42,18 +48,35 @@ pub fn parse_description(kind: WebRTCSDPType, sdp: &str) -> Result<WebRTCSession
 }
 
 /// Applies a remote description.
-pub async fn set_remote(webrtcbin: &gst::Element, desc: &WebRTCSessionDescription) -> Result<(), MediaError> {
-    call(webrtcbin, "set-remote-description", Some(desc)).await.map(|_| ())
+pub async fn set_remote(
+    webrtcbin: &gst::Element,
+    desc: &WebRTCSessionDescription,
+) -> Result<(), MediaError> {
+    call(webrtcbin, "set-remote-description", Some(desc))
+        .await
+        .map(|_| ())
 }
 
 /// Applies a local description.
-pub async fn set_local(webrtcbin: &gst::Element, desc: &WebRTCSessionDescription) -> Result<(), MediaError> {
-    call(webrtcbin, "set-local-description", Some(desc)).await.map(|_| ())
+pub async fn set_local(
+    webrtcbin: &gst::Element,
+    desc: &WebRTCSessionDescription,
+) -> Result<(), MediaError> {
+    call(webrtcbin, "set-local-description", Some(desc))
+        .await
+        .map(|_| ())
 }
 
 /// Creates an offer (`field` = "offer") or answer (`field` = "answer") and sets it locally.
-pub async fn create_and_set_local(webrtcbin: &gst::Element, field: &str) -> Result<String, MediaError> {
-    let signal = if field == "offer" { "create-offer" } else { "create-answer" };
+pub async fn create_and_set_local(
+    webrtcbin: &gst::Element,
+    field: &str,
+) -> Result<String, MediaError> {
+    let signal = if field == "offer" {
+        "create-offer"
+    } else {
+        "create-answer"
+    };
     let reply = call(webrtcbin, signal, None)
         .await?
         .ok_or_else(|| MediaError::Negotiation(format!("{signal}: empty reply")))?;

@@ -151,10 +151,12 @@ fn owner_of(obj: &gst::Object) -> Option<ParticipantId> {
     let mut cur = Some(obj.clone());
     while let Some(o) = cur {
         let name = o.name();
-        if let Some(pid) = name.strip_prefix("pub_").or_else(|| name.strip_prefix("sub_")) {
-            if let Some(pid) = ParticipantId::parse(pid) {
-                return Some(pid);
-            }
+        if let Some(pid) = name
+            .strip_prefix("pub_")
+            .or_else(|| name.strip_prefix("sub_"))
+            && let Some(pid) = ParticipantId::parse(pid)
+        {
+            return Some(pid);
         }
         cur = o.parent();
     }
@@ -235,7 +237,11 @@ impl RoomMedia {
     }
 
     /// Answers a publisher's offer (after reducing it to forwarded codecs).
-    pub async fn publish_offer(&self, pid: &ParticipantId, offer: &str) -> Result<String, MediaError> {
+    pub async fn publish_offer(
+        &self,
+        pid: &ParticipantId,
+        offer: &str,
+    ) -> Result<String, MediaError> {
         let filtered = sdp::filter_publish_offer(offer)?;
         let desc = peer::parse_description(WebRTCSDPType::Offer, &filtered)?;
         let bin = self.bin(pid, PcKind::Publish)?;
@@ -306,13 +312,18 @@ impl RoomMedia {
     }
 
     /// Creates and sets a new subscribe offer; `None` when nothing is forwarded yet.
-    pub async fn subscribe_offer(&self, pid: &ParticipantId) -> Result<Option<SubscribeOffer>, MediaError> {
+    pub async fn subscribe_offer(
+        &self,
+        pid: &ParticipantId,
+    ) -> Result<Option<SubscribeOffer>, MediaError> {
         let bin = {
             let state = self.inner.lock();
             let peer = state.peers.get(pid).ok_or(MediaError::NoPeer)?;
-            let negotiated = peer.subscribe.property::<Option<gst_webrtc::WebRTCSessionDescription>>(
-                "current-local-description",
-            );
+            let negotiated = peer
+                .subscribe
+                .property::<Option<gst_webrtc::WebRTCSessionDescription>>(
+                    "current-local-description",
+                );
             if peer.forwarders.is_empty() && negotiated.is_none() {
                 return Ok(None);
             }
@@ -327,7 +338,14 @@ impl RoomMedia {
             .forwarders
             .keys()
             .filter_map(|tid| {
-                let ssrc = state.tracks.get(tid)?.format.caps.structure(0)?.get::<u32>("ssrc").ok()?;
+                let ssrc = state
+                    .tracks
+                    .get(tid)?
+                    .format
+                    .caps
+                    .structure(0)?
+                    .get::<u32>("ssrc")
+                    .ok()?;
                 Some((ssrc, tid.clone()))
             })
             .collect();
@@ -340,7 +358,11 @@ impl RoomMedia {
     }
 
     /// Applies the client's answer to the latest subscribe offer.
-    pub async fn subscribe_answer(&self, pid: &ParticipantId, answer: &str) -> Result<(), MediaError> {
+    pub async fn subscribe_answer(
+        &self,
+        pid: &ParticipantId,
+        answer: &str,
+    ) -> Result<(), MediaError> {
         let desc = peer::parse_description(WebRTCSDPType::Answer, answer)?;
         let bin = self.bin(pid, PcKind::Subscribe)?;
         peer::set_remote(&bin, &desc).await
@@ -399,9 +421,14 @@ impl RoomMedia {
         if let Some(peer) = peer {
             let tees: HashMap<TrackId, gst::Element> = {
                 let state = inner.lock();
-                state.tracks.iter().map(|(id, t)| (id.clone(), t.tee.clone())).collect()
+                state
+                    .tracks
+                    .iter()
+                    .map(|(id, t)| (id.clone(), t.tee.clone()))
+                    .collect()
             };
-            let owned_tees: HashMap<&TrackId, &gst::Element> = owned.iter().map(|(id, t)| (id, &t.tee)).collect();
+            let owned_tees: HashMap<&TrackId, &gst::Element> =
+                owned.iter().map(|(id, t)| (id, &t.tee)).collect();
             for (tid, f) in &peer.forwarders {
                 if let Some(tee) = tees.get(tid).or_else(|| owned_tees.get(tid).copied()) {
                     f.detach(tee);
@@ -452,7 +479,11 @@ impl RoomMedia {
 }
 
 impl Inner {
-    fn new_webrtcbin(self: &Arc<Self>, pid: &ParticipantId, pc: PcKind) -> Result<gst::Element, MediaError> {
+    fn new_webrtcbin(
+        self: &Arc<Self>,
+        pid: &ParticipantId,
+        pc: PcKind,
+    ) -> Result<gst::Element, MediaError> {
         let bin = make("webrtcbin", Some(&format!("{}_{pid}", pc_name(pc))))?;
         ice::configure(&bin, &self.ice);
         // Forwarding adds no playout delay; a short jitter buffer on the
@@ -524,7 +555,9 @@ impl Inner {
         // Relabel payload type and clean the caps before the tee.
         let pt = format.payload;
         pad.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST | gst::PadProbeType::EVENT_DOWNSTREAM,
+            gst::PadProbeType::BUFFER
+                | gst::PadProbeType::BUFFER_LIST
+                | gst::PadProbeType::EVENT_DOWNSTREAM,
             move |_, info| {
                 match &mut info.data {
                     Some(gst::PadProbeData::Buffer(buffer)) => normalise_buffer(buffer, pt),
@@ -535,10 +568,10 @@ impl Inner {
                         });
                     }
                     Some(gst::PadProbeData::Event(ev)) => {
-                        if let gst::EventView::Caps(c) = ev.view() {
-                            if let Some(f) = forward_format(c.caps()) {
-                                *ev = gst::event::Caps::new(&f.caps);
-                            }
+                        if let gst::EventView::Caps(c) = ev.view()
+                            && let Some(f) = forward_format(c.caps())
+                        {
+                            *ev = gst::event::Caps::new(&f.caps);
                         }
                     }
                     _ => {}
@@ -546,7 +579,9 @@ impl Inner {
                 gst::PadProbeReturn::Ok
             },
         );
-        let Some(sink) = tee.static_pad("sink") else { return };
+        let Some(sink) = tee.static_pad("sink") else {
+            return;
+        };
         if let Err(e) = pad.link(&sink) {
             tracing::warn!(room = %self.room, participant = %owner, "link publisher pad: {e:?}");
             return;
@@ -580,7 +615,9 @@ impl Inner {
 
     /// Sends a pad we do not forward into a fakesink so it never errors.
     fn discard(&self, pad: &gst::Pad) {
-        let Ok(sink) = make("fakesink", None) else { return };
+        let Ok(sink) = make("fakesink", None) else {
+            return;
+        };
         sink.set_property("async", false);
         sink.set_property("sync", false);
         if self.pipeline.add(&sink).is_ok() {

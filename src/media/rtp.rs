@@ -161,9 +161,10 @@ mod tests {
         assert!(!s.has_field("a-foo"));
         assert!(!s.has_field("rtcp-fb-transport-cc"));
         assert!(s.get::<bool>("rtcp-fb-nack-pli").unwrap());
-        let vp9: gst::Caps = "application/x-rtp, media=(string)video, encoding-name=(string)VP9, payload=(int)98"
-            .parse()
-            .unwrap();
+        let vp9: gst::Caps =
+            "application/x-rtp, media=(string)video, encoding-name=(string)VP9, payload=(int)98"
+                .parse()
+                .unwrap();
         assert!(forward_format(&vp9).is_none());
     }
 }

@@ -42,7 +42,11 @@ fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Choose the payload types to keep in one media section.
-fn choose(kind: &str, order: &[String], infos: &std::collections::HashMap<String, PayloadInfo>) -> Vec<String> {
+fn choose(
+    kind: &str,
+    order: &[String],
+    infos: &std::collections::HashMap<String, PayloadInfo>,
+) -> Vec<String> {
     let info = |pt: &String| infos.get(pt).cloned().unwrap_or_default();
     match kind {
         "audio" => order
@@ -128,15 +132,22 @@ pub fn filter_publish_offer(sdp: &str) -> Result<String, SdpError> {
             return Err(SdpError::NoSupportedCodec(kind.to_owned()));
         }
         let keep_set: HashSet<&str> = keep.iter().map(String::as_str).collect();
-        out.push(format!("{} {} {} {}", parts[0], parts[1], parts[2], keep.join(" ")));
+        out.push(format!(
+            "{} {} {} {}",
+            parts[0],
+            parts[1],
+            parts[2],
+            keep.join(" ")
+        ));
         for line in &section[1..] {
             let pt_line = ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"]
                 .iter()
                 .find_map(|p| line_pt(line, p));
-            if let Some((pt, _)) = pt_line {
-                if pt != "*" && !keep_set.contains(pt) {
-                    continue;
-                }
+            if let Some((pt, _)) = pt_line
+                && pt != "*"
+                && !keep_set.contains(pt)
+            {
+                continue;
             }
             if line.starts_with("a=ssrc-group:") {
                 continue;
@@ -229,10 +240,22 @@ a=ssrc-group:FID 21 22\r\na=ssrc:21 cname:x\r\na=ssrc:22 cname:x\r\n";
     fn keeps_vp8_one_h264_and_opus() {
         let out = filter_publish_offer(CHROME_OFFER).unwrap();
         assert!(out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"), "{out}");
-        assert!(out.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 104\r\n"), "{out}");
+        assert!(
+            out.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 104\r\n"),
+            "{out}"
+        );
         assert!(out.contains("a=fmtp:111 minptime=10;useinbandfec=1"));
         assert!(out.contains("a=rtcp-fb:96 nack pli"));
-        for gone in ["rtx/", "red/", "G722", "PCMU", "AV1", "a=fmtp:102", "a=ssrc-group", "a=ssrc:22"] {
+        for gone in [
+            "rtx/",
+            "red/",
+            "G722",
+            "PCMU",
+            "AV1",
+            "a=fmtp:102",
+            "a=ssrc-group",
+            "a=ssrc:22",
+        ] {
             assert!(!out.contains(gone), "{gone} left in {out}");
         }
         assert!(out.contains("a=ssrc:21 cname:x"));
@@ -246,7 +269,13 @@ a=ssrc-group:FID 21 22\r\na=ssrc:21 cname:x\r\na=ssrc:22 cname:x\r\n";
             filter_publish_offer("v=0\r\ns=-\r\nm=video 9 RTP/AVP 45\r\na=rtpmap:45 AV1/90000\r\n"),
             Err(SdpError::NoSupportedCodec("video".into()))
         );
-        assert_eq!(filter_publish_offer("v=0\r\ns=-\r\n"), Err(SdpError::NoMedia));
-        assert_eq!(filter_publish_offer("v=0\r\nm=video\r\n"), Err(SdpError::NotSdp));
+        assert_eq!(
+            filter_publish_offer("v=0\r\ns=-\r\n"),
+            Err(SdpError::NoMedia)
+        );
+        assert_eq!(
+            filter_publish_offer("v=0\r\nm=video\r\n"),
+            Err(SdpError::NotSdp)
+        );
     }
 }

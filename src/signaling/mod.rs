@@ -271,7 +271,10 @@ mod tests {
                 video: None
             }
         );
-        assert_eq!(parse_client_message(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave);
+        assert_eq!(
+            parse_client_message(r#"{"type":"leave"}"#).unwrap(),
+            ClientMessage::Leave
+        );
         // Fields a newer client adds are ignored, so old servers keep working with it.
         assert_eq!(
             parse_client_message(r#"{"type":"leave","reason":"bye"}"#).unwrap(),
@@ -293,7 +296,10 @@ mod tests {
         ] {
             assert!(parse_client_message(bad).is_err(), "{bad}");
         }
-        let huge = format!(r#"{{"type":"publish_offer","sdp":"{}"}}"#, "a".repeat(MAX_MESSAGE_BYTES));
+        let huge = format!(
+            r#"{{"type":"publish_offer","sdp":"{}"}}"#,
+            "a".repeat(MAX_MESSAGE_BYTES)
+        );
         assert!(parse_client_message(&huge).is_err());
     }
 
@@ -327,6 +333,9 @@ mod tests {
             serde_json::to_string(&ServerMessage::error("room_full", "full", true)).unwrap(),
             r#"{"type":"error","code":"room_full","message":"full","fatal":true}"#
         );
-        assert_eq!(serde_json::to_string(&ServerMessage::RoomClosed).unwrap(), r#"{"type":"room_closed"}"#);
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::RoomClosed).unwrap(),
+            r#"{"type":"room_closed"}"#
+        );
     }
 }

@@ -114,14 +114,19 @@ impl Store {
     pub fn secret(&self) -> StoreResult<Vec<u8>> {
         self.with(|c| {
             let existing: Option<Vec<u8>> = c
-                .query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| r.get(0))
+                .query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             if let Some(s) = existing {
                 return Ok(s);
             }
             let mut secret = vec![0u8; 32];
             rand::Rng::fill(&mut rand::thread_rng(), secret.as_mut_slice());
-            c.execute("INSERT INTO meta (key, value) VALUES ('secret', ?1)", params![secret])?;
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('secret', ?1)",
+                params![secret],
+            )?;
             Ok(secret)
         })
     }
@@ -130,7 +135,9 @@ impl Store {
     pub fn insert_room(&self, r: &RoomRecord) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
-                &format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
+                &format!(
+                    "INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+                ),
                 params![
                     r.id.as_str(),
                     r.name,

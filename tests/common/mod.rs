@@ -22,11 +22,22 @@ pub struct Server {
 
 fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(["serve", "--listen", listen, "--ice-local-ip", "127.0.0.1", "--admin-token", ADMIN_TOKEN])
+        .args([
+            "serve",
+            "--listen",
+            listen,
+            "--ice-local-ip",
+            "127.0.0.1",
+            "--admin-token",
+            ADMIN_TOKEN,
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra)
-        .env("RUST_LOG", std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -34,7 +45,10 @@ fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let base = loop {
-        let line = lines.next().expect("server exited before listening").expect("read stdout");
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .expect("read stdout");
         if let Some(url) = line.strip_prefix("roomcast listening on ") {
             break url.trim().to_owned();
         }
@@ -53,7 +67,11 @@ impl Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (child, base) = spawn(tmp.path(), "127.0.0.1:0", &extra);
-        let port = base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        let port = base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
         Self {
             base,
             port,
@@ -95,7 +113,13 @@ impl Server {
     }
 
     /// Any request; returns status and JSON body (Null when empty or not JSON).
-    pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
         let mut req = ureq::request(method, &self.url(path));
         if let Some(t) = token {
             req = req.set("Authorization", &format!("Bearer {t}"));
@@ -174,5 +198,7 @@ pub fn wait_for_blocking<T>(what: &str, timeout: Duration, mut f: impl FnMut() -
 /// Whether `rgb` is close to the 0xRRGGBB colour.
 pub fn color_close(rgb: [u8; 3], color: u32, tolerance: i32) -> bool {
     let want = [(color >> 16) as u8, (color >> 8) as u8, color as u8];
-    rgb.iter().zip(want).all(|(a, b)| (*a as i32 - b as i32).abs() <= tolerance)
+    rgb.iter()
+        .zip(want)
+        .all(|(a, b)| (*a as i32 - b as i32).abs() <= tolerance)
 }
