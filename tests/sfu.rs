@@ -289,3 +289,28 @@ async fn a_frozen_participant_is_released_within_15_seconds() {
     );
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_settings_shape_the_candidates() {
+    let server = Server::start_with(&[
+        "--rtp-port-range",
+        "41000-41020",
+        "--ice-public-ip",
+        "127.0.0.9",
+    ]);
+    let room = server.create_room(r#"{"name": "ICE"}"#);
+    let link = room["invite_url"].as_str().unwrap().to_owned();
+    let a = TestPeer::join(config(&link, &A)).await.expect("A joins");
+    let candidates = wait_for("server candidates", Duration::from_secs(10), || {
+        let c = a.stats().server_candidates;
+        (!c.is_empty()).then_some(c)
+    })
+    .await;
+    for c in &candidates {
+        let f: Vec<&str> = c.split_whitespace().collect();
+        assert!(f.len() >= 8 && f[7] == "host", "{c}");
+        assert_eq!(f[4], "127.0.0.9", "1:1 NAT address advertised: {c}");
+        let port: u16 = f[5].parse().unwrap();
+        assert!((41000..=41020).contains(&port), "port in range: {c}");
+    }
+}

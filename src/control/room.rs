@@ -23,6 +23,9 @@ use tracing::Instrument;
 
 /// A subscriber that has not answered an offer within this long is dropped.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Remote ICE candidates accepted per participant connection (browsers send
+/// a handful; the bound keeps a misbehaving client from growing the agent).
+const MAX_REMOTE_CANDIDATES: u32 = 64;
 
 /// What readers of a room see.
 #[derive(Debug, Clone)]
@@ -197,6 +200,7 @@ struct Participant {
     out: mpsc::Sender<ServerMessage>,
     session_jti: String,
     negotiation: Negotiation,
+    candidates: u32,
 }
 
 struct TrackMeta {
@@ -496,6 +500,7 @@ impl Room {
                 out: req.out,
                 session_jti: claims.jti.unwrap_or_default(),
                 negotiation: Negotiation::default(),
+                candidates: 0,
             },
         );
         self.order.push(pid.clone());
@@ -656,6 +661,17 @@ impl Room {
                 candidate,
                 sdp_mline_index,
             } => {
+                let Some(p) = self.participants.get_mut(pid) else {
+                    return;
+                };
+                p.candidates += 1;
+                if p.candidates > MAX_REMOTE_CANDIDATES {
+                    self.send(
+                        pid,
+                        ServerMessage::error("invalid_candidate", "too many ICE candidates", false),
+                    );
+                    return;
+                }
                 let Some(media) = &self.media else { return };
                 if let Err(e) = media.add_remote_candidate(pid, pc, sdp_mline_index, &candidate) {
                     self.send(

@@ -101,6 +101,8 @@ pub struct PeerStats {
     pub subscribe_offers: u64,
     /// The socket closed.
     pub disconnected: bool,
+    /// ICE candidates the server sent (first 64).
+    pub server_candidates: Vec<String>,
     /// Session token.
     #[serde(skip)]
     pub session: Option<String>,
@@ -517,6 +519,12 @@ async fn handle_server_message(
             candidate,
             sdp_mline_index,
         } => {
+            {
+                let mut s = lock(stats);
+                if s.server_candidates.len() < 64 {
+                    s.server_candidates.push(candidate.clone());
+                }
+            }
             let bin = match pc {
                 PcKind::Publish => publish,
                 PcKind::Subscribe => subscribe,

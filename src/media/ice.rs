@@ -18,6 +18,11 @@ pub fn configure(webrtcbin: &gst::Element, ice: &IceSettings) {
         }
     }
     let agent = webrtcbin.property::<gst_webrtc::WebRTCICE>("ice-agent");
+    // UDP only: ICE-TCP candidates would ignore the RTP port range and
+    // double the checks; relaying over TCP is TURN's job.
+    if agent.has_property("ice-tcp") {
+        agent.set_property("ice-tcp", false);
+    }
     if let Some((low, high)) = ice.port_range {
         agent.set_min_rtp_port(u32::from(low));
         agent.set_max_rtp_port(u32::from(high));

@@ -19,7 +19,14 @@ pub enum SdpError {
     /// Nothing to publish.
     #[error("the offer has no audio or video section")]
     NoMedia,
+    /// More sections than a participant may publish.
+    #[error("the offer has more than {MAX_PUBLISH_SECTIONS} media sections")]
+    TooManySections,
 }
+
+/// Most m-sections a publish offer may carry (a camera, a microphone, a
+/// screen share and its audio, with room to spare).
+pub const MAX_PUBLISH_SECTIONS: usize = 8;
 
 /// Codec of a payload type as announced in `a=rtpmap` / `a=fmtp`.
 #[derive(Debug, Default, Clone)]
@@ -99,6 +106,9 @@ pub fn filter_publish_offer(sdp: &str) -> Result<String, SdpError> {
         if let Some(last) = sections.last_mut() {
             last.push(line);
         }
+    }
+    if sections.len() - 1 > MAX_PUBLISH_SECTIONS {
+        return Err(SdpError::TooManySections);
     }
     let mut out: Vec<String> = sections[0].iter().map(|l| l.to_string()).collect();
     let mut media_count = 0;
@@ -277,5 +287,10 @@ a=ssrc-group:FID 21 22\r\na=ssrc:21 cname:x\r\na=ssrc:22 cname:x\r\n";
             filter_publish_offer("v=0\r\nm=video\r\n"),
             Err(SdpError::NotSdp)
         );
+        let many = format!(
+            "v=0\r\n{}",
+            "m=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n".repeat(MAX_PUBLISH_SECTIONS + 1)
+        );
+        assert_eq!(filter_publish_offer(&many), Err(SdpError::TooManySections));
     }
 }
