@@ -205,6 +205,32 @@ async fn garbage_on_the_socket_hurts_nobody() {
     let _ = ws.send(Message::Text("y".repeat(200 * 1024))).await;
     expect_closed(&mut ws).await;
 
+    // A flood of valid messages is cut off.
+    let mut ws = connect(&server).await;
+    ws.send(Message::Text(format!(
+        r#"{{"type":"join","token":"{token}","display_name":"Flood"}}"#
+    )))
+    .await
+    .unwrap();
+    assert_eq!(next_reply(&mut ws).await.unwrap()["type"], "joined");
+    for _ in 0..400 {
+        if ws
+            .send(Message::Text(r#"{"type":"ping"}"#.into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut limited = false;
+    while let Some(v) = next_reply(&mut ws).await {
+        if v["code"] == "rate_limited" {
+            assert_eq!(v["fatal"], true);
+            limited = true;
+        }
+    }
+    assert!(limited, "a flood ends with rate_limited and a close");
+
     // A real participant sending junk too: it keeps its own media going.
     a.send_raw("{{{{");
     a.send_raw(r#"{"type":"publish_offer","sdp":"bogus"}"#);

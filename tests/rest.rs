@@ -438,12 +438,13 @@ async fn rooms_and_links_survive_a_restart() {
     assert!(peer.is_ok(), "the old link joins after a restart");
 }
 
-#[test]
-fn empty_rooms_close_after_the_timeout() {
+#[tokio::test]
+async fn empty_rooms_close_after_the_timeout() {
     let s = Server::start_with(&["--empty-timeout", "2s"]);
     let room = s.create_room(r#"{"name": "Brief"}"#);
     let id = room["id"].as_str().unwrap().to_owned();
-    common::wait_for_blocking("the empty room to close", Duration::from_secs(6), || {
+    wait_for("the empty room to close", Duration::from_secs(6), || {
         (s.admin("GET", &format!("/api/v1/rooms/{id}"), None).0 == 404).then_some(())
-    });
+    })
+    .await;
 }

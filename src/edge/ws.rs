@@ -26,6 +26,9 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 const SILENCE_LIMIT: Duration = Duration::from_secs(9);
 /// Invalid frames tolerated on one socket before it is closed.
 const MAX_BAD_FRAMES: u32 = 20;
+/// Messages a client may send in a burst, and per second after that.
+const MESSAGE_BURST: f64 = 200.0;
+const MESSAGES_PER_SECOND: f64 = 50.0;
 
 /// The `/ws` route.
 pub fn route(
@@ -124,6 +127,8 @@ async fn relay(
     let mut last_seen = Instant::now();
     let mut bad_frames = 0u32;
     let mut left = false;
+    let mut allowance = MESSAGE_BURST;
+    let mut refilled = Instant::now();
     loop {
         tokio::select! {
             out = out_rx.recv() => {
@@ -142,6 +147,15 @@ async fn relay(
                 if frame.is_ping() || frame.is_pong() {
                     continue;
                 }
+                let now = Instant::now();
+                allowance = (allowance + now.duration_since(refilled).as_secs_f64() * MESSAGES_PER_SECOND).min(MESSAGE_BURST);
+                refilled = now;
+                if allowance < 1.0 {
+                    tracing::info!("signaling rate limit exceeded");
+                    let _ = sink.send(to_frame(&ServerMessage::error("rate_limited", "too many messages", true))).await;
+                    break;
+                }
+                allowance -= 1.0;
                 let reply = match frame.to_str() {
                     Err(()) => Some(ServerMessage::error("invalid_message", "binary frames are not accepted", false)),
                     Ok(text) => match parse_client_message(text) {

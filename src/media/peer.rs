@@ -8,6 +8,9 @@ use super::MediaError;
 use gst::prelude::*;
 use gst_webrtc::{WebRTCSDPType, WebRTCSessionDescription};
 
+/// Longest wait for a webrtcbin promise.
+const PROMISE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Emits a promise-taking action signal and waits for its reply.
 async fn call(
     webrtcbin: &gst::Element,
@@ -19,8 +22,13 @@ async fn call(
         Some(desc) => webrtcbin.emit_by_name::<()>(signal, &[desc, &promise]),
         None => webrtcbin.emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]),
     }
-    let reply = fut
+    // webrtcbin answers within milliseconds; a promise that never resolves
+    // must not hang the room task that awaits it.
+    let reply = tokio::time::timeout(PROMISE_TIMEOUT, fut)
         .await
+        .map_err(|_| {
+            MediaError::Negotiation(format!("{signal}: no reply within {PROMISE_TIMEOUT:?}"))
+        })?
         .map_err(|e| MediaError::Negotiation(format!("{signal}: {e:?}")))?;
     let Some(reply) = reply else {
         return Ok(None);

@@ -133,47 +133,42 @@ impl Store {
 
     /// Stores a new room.
     pub fn insert_room(&self, r: &RoomRecord) -> StoreResult<()> {
-        self.with(|c| {
-            c.execute(
-                &format!(
-                    "INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
-                ),
-                params![
-                    r.id.as_str(),
-                    r.name,
-                    r.max_participants,
-                    visibility_str(r.visibility),
-                    r.lobby,
-                    mode_str(r.mode),
-                    r.locked,
-                    r.invites_enabled,
-                    r.invite_generation,
-                    r.created_at,
-                    r.closed_at
-                ],
-            )?;
-            Ok(())
-        })
+        self.write_room(
+            "INSERT INTO rooms (id, name, max_participants, visibility, lobby, mode, locked, \
+             invites_enabled, invite_generation, created_at, closed_at) VALUES (:id, :name, :max, \
+             :visibility, :lobby, :mode, :locked, :invites, :generation, :created, :closed)",
+            r,
+        )
     }
 
     /// Overwrites a room's settings.
     pub fn update_room(&self, r: &RoomRecord) -> StoreResult<()> {
+        self.write_room(
+            "UPDATE rooms SET name = :name, max_participants = :max, visibility = :visibility, \
+             lobby = :lobby, mode = :mode, locked = :locked, invites_enabled = :invites, \
+             invite_generation = :generation, created_at = :created, closed_at = :closed WHERE id = :id",
+            r,
+        )
+    }
+
+    /// Runs `sql` with every column of `r` bound to its named parameter.
+    fn write_room(&self, sql: &str, r: &RoomRecord) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE rooms SET name=?2, max_participants=?3, visibility=?4, lobby=?5, mode=?6, \
-                 locked=?7, invites_enabled=?8, invite_generation=?9, closed_at=?10 WHERE id=?1",
-                params![
-                    r.id.as_str(),
-                    r.name,
-                    r.max_participants,
-                    visibility_str(r.visibility),
-                    r.lobby,
-                    mode_str(r.mode),
-                    r.locked,
-                    r.invites_enabled,
-                    r.invite_generation,
-                    r.closed_at
-                ],
+                sql,
+                rusqlite::named_params! {
+                    ":id": r.id.as_str(),
+                    ":name": r.name,
+                    ":max": r.max_participants,
+                    ":visibility": visibility_str(r.visibility),
+                    ":lobby": r.lobby,
+                    ":mode": mode_str(r.mode),
+                    ":locked": r.locked,
+                    ":invites": r.invites_enabled,
+                    ":generation": r.invite_generation,
+                    ":created": r.created_at,
+                    ":closed": r.closed_at,
+                },
             )?;
             Ok(())
         })

@@ -181,20 +181,6 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> O
     }
 }
 
-/// Blocking variant of [`wait_for`].
-pub fn wait_for_blocking<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Whether `rgb` is close to the 0xRRGGBB colour.
 pub fn color_close(rgb: [u8; 3], color: u32, tolerance: i32) -> bool {
     let want = [(color >> 16) as u8, (color >> 8) as u8, color as u8];
