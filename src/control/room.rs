@@ -190,8 +190,6 @@ struct Negotiation {
     offer_sent: Option<Instant>,
     /// Tracks changed while an offer was out.
     dirty: bool,
-    /// Tracks that start with the pending offer (keyframe once answered).
-    fresh: Vec<TrackId>,
 }
 
 struct Participant {
@@ -527,13 +525,8 @@ impl Room {
         {
             return;
         }
-        match media.subscribe(subscriber, track) {
-            Ok(()) => {
-                if let Some(p) = self.participants.get_mut(subscriber) {
-                    p.negotiation.fresh.push(track.clone());
-                }
-            }
-            Err(e) => tracing::warn!(participant = %subscriber, %track, "cannot forward: {e}"),
+        if let Err(e) = media.subscribe(subscriber, track) {
+            tracing::warn!(participant = %subscriber, %track, "cannot forward: {e}");
         }
     }
 
@@ -628,18 +621,15 @@ impl Room {
                 }
                 let Some(media) = &self.media else { return };
                 match media.subscribe_answer(pid, &sdp).await {
-                    Ok(()) => {
-                        let (fresh, dirty) = match self.participants.get_mut(pid) {
+                    Ok(started) => {
+                        let dirty = match self.participants.get_mut(pid) {
                             Some(p) => {
                                 p.negotiation.offer_sent = None;
-                                (
-                                    std::mem::take(&mut p.negotiation.fresh),
-                                    p.negotiation.dirty,
-                                )
+                                p.negotiation.dirty
                             }
                             None => return,
                         };
-                        for t in &fresh {
+                        for t in &started {
                             media.request_keyframe(t);
                         }
                         if dirty {
@@ -769,7 +759,7 @@ impl Room {
                 match state {
                     PeerState::Connected if pc == PcKind::Subscribe => {
                         if let Some(media) = &self.media {
-                            for t in media.forwarded_to(&participant) {
+                            for t in media.flowing_to(&participant) {
                                 media.request_keyframe(&t);
                             }
                         }

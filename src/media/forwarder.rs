@@ -1,112 +1,121 @@
-//! A forwarder carries one track to one subscriber:
-//! `tee` src pad → `queue leaky=downstream` → subscriber `webrtcbin` sink pad.
+//! A forwarder carries one track to one subscriber: a `tee` src pad linked
+//! straight to a send-only sink pad of the subscriber's `webrtcbin`.
 //!
-//! The queue is bounded and leaky so that a subscriber that is slow, not yet
-//! negotiated or gone can never stall the `tee` and with it everyone else.
+//! There is no queue (and so no thread) per forwarder: the publisher's
+//! streaming thread pushes each packet through every subscriber's SRTP and
+//! UDP send, which never block. The one thing that would block — webrtcbin
+//! holds unnegotiated sink pads — is avoided by linking only once the
+//! subscriber's answer has been applied ([`Forwarder::connect`]). Until then
+//! the forwarder is just an m-line waiting to be negotiated.
+//!
+//! A forwarder can be paused (last-N, server-side mute): a pad probe drops
+//! its packets before they reach the subscriber, without renegotiation.
 
-use super::{MediaError, make};
+use super::MediaError;
 use gst::prelude::*;
 use gst_webrtc::{WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection};
-
-/// At most this much media waits for a subscriber (older packets are dropped).
-const QUEUE_TIME_NS: u64 = 300_000_000;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One branch of a track's `tee`.
 #[derive(Debug)]
 pub struct Forwarder {
-    queue: gst::Element,
-    tee_pad: gst::Pad,
+    tee: gst::Element,
     sink_pad: gst::Pad,
+    tee_pad: Option<gst::Pad>,
+    paused: Arc<AtomicBool>,
     /// The subscriber-side transceiver (its `mid` maps the m-line to the track).
     pub transceiver: WebRTCRTPTransceiver,
 }
 
 impl Forwarder {
-    /// Links `tee` to a new send-only m-line of `subscriber` offering `caps`.
-    pub fn link(
-        pipeline: &gst::Pipeline,
+    /// Adds a send-only m-line for `caps` to `subscriber`, fed later from `tee`.
+    pub fn prepare(
         tee: &gst::Element,
         subscriber: &gst::Element,
         caps: &gst::Caps,
     ) -> Result<Self, MediaError> {
-        let queue = make("queue", None)?;
-        queue.set_property_from_str("leaky", "downstream");
-        queue.set_property("max-size-buffers", 0u32);
-        queue.set_property("max-size-bytes", 0u32);
-        queue.set_property("max-size-time", QUEUE_TIME_NS);
-        queue.set_property("silent", true);
-        pipeline
-            .add(&queue)
-            .map_err(|e| MediaError::Pipeline(format!("add queue: {e}")))?;
-
-        let fail = |what: &str, queue: &gst::Element| {
-            let _ = queue.set_state(gst::State::Null);
-            let _ = pipeline.remove(queue);
-            MediaError::Pipeline(what.to_owned())
-        };
-        let Some(templ) = subscriber.pad_template("sink_%u") else {
-            return Err(fail("webrtcbin has no sink_%u template", &queue));
-        };
-        let Some(sink_pad) = subscriber.request_pad(&templ, None, Some(caps)) else {
-            return Err(fail("webrtcbin refused a sink pad", &queue));
-        };
+        let templ = subscriber
+            .pad_template("sink_%u")
+            .ok_or_else(|| MediaError::Pipeline("webrtcbin has no sink_%u template".into()))?;
+        let sink_pad = subscriber
+            .request_pad(&templ, None, Some(caps))
+            .ok_or_else(|| MediaError::Pipeline("webrtcbin refused a sink pad".into()))?;
         let transceiver = sink_pad.property::<WebRTCRTPTransceiver>("transceiver");
         transceiver.set_direction(WebRTCRTPTransceiverDirection::Sendonly);
+        // webrtcbin takes the offer's caps from the codec preferences while
+        // the pad is not linked yet.
         transceiver.set_codec_preferences(Some(caps));
-
-        let Some(queue_src) = queue.static_pad("src") else {
-            subscriber.release_request_pad(&sink_pad);
-            return Err(fail("queue has no src pad", &queue));
-        };
-        if queue_src.link(&sink_pad).is_err() {
-            subscriber.release_request_pad(&sink_pad);
-            return Err(fail("cannot link queue to webrtcbin", &queue));
-        }
-        let _ = queue.sync_state_with_parent();
-        let Some(tee_pad) = tee.request_pad_simple("src_%u") else {
-            subscriber.release_request_pad(&sink_pad);
-            return Err(fail("tee refused a src pad", &queue));
-        };
-        let linked = queue
-            .static_pad("sink")
-            .map(|qs| tee_pad.link(&qs).is_ok())
-            .unwrap_or(false);
-        if !linked {
-            tee.release_request_pad(&tee_pad);
-            subscriber.release_request_pad(&sink_pad);
-            return Err(fail("cannot link tee to queue", &queue));
-        }
         Ok(Self {
-            queue,
-            tee_pad,
+            tee: tee.clone(),
             sink_pad,
+            tee_pad: None,
+            paused: Arc::new(AtomicBool::new(false)),
             transceiver,
         })
     }
 
-    /// Takes the branch down without touching the rest of the room:
-    /// the tee stops feeding it first, the m-line becomes inactive, then the
-    /// webrtcbin pad is released (which also frees a queue thread blocked on
-    /// a not-yet-negotiated pad) and the queue goes away.
-    pub fn unlink(self, pipeline: &gst::Pipeline, tee: &gst::Element, subscriber: &gst::Element) {
-        tee.release_request_pad(&self.tee_pad);
+    /// Whether media flows into the m-line (it was negotiated and linked).
+    pub fn is_connected(&self) -> bool {
+        self.tee_pad.is_some()
+    }
+
+    /// Links the tee to the negotiated m-line. Call after the answer was applied.
+    pub fn connect(&mut self) -> Result<(), MediaError> {
+        if self.tee_pad.is_some() {
+            return Ok(());
+        }
+        let tee_pad = self
+            .tee
+            .request_pad_simple("src_%u")
+            .ok_or_else(|| MediaError::Pipeline("tee refused a src pad".into()))?;
+        let paused = self.paused.clone();
+        tee_pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                if paused.load(Ordering::Relaxed) {
+                    gst::PadProbeReturn::Drop
+                } else {
+                    gst::PadProbeReturn::Ok
+                }
+            },
+        );
+        if let Err(e) = tee_pad.link(&self.sink_pad) {
+            self.tee.release_request_pad(&tee_pad);
+            return Err(MediaError::Pipeline(format!(
+                "link tee to webrtcbin: {e:?}"
+            )));
+        }
+        self.tee_pad = Some(tee_pad);
+        Ok(())
+    }
+
+    /// Stops or resumes the flow; returns whether the state changed.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        self.paused.swap(paused, Ordering::Relaxed) != paused
+    }
+
+    /// Whether the flow is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Stops feeding the m-line: the tee lets go of the branch. Must happen
+    /// before the subscriber's webrtcbin is taken down.
+    pub fn detach(&mut self) {
+        if let Some(pad) = self.tee_pad.take() {
+            self.tee.release_request_pad(&pad);
+        }
+    }
+
+    /// Takes the branch down without touching the rest of the room: the tee
+    /// lets go first, then the m-line becomes inactive (webrtcbin 1.22 cannot
+    /// stop or reuse a transceiver) and its pad is released. No EOS goes
+    /// into webrtcbin: with BUNDLE it would end every stream of the session.
+    pub fn remove(mut self, subscriber: &gst::Element) {
+        self.detach();
         self.transceiver
             .set_direction(WebRTCRTPTransceiverDirection::Inactive);
         subscriber.release_request_pad(&self.sink_pad);
-        let _ = self.queue.set_state(gst::State::Null);
-        let _ = pipeline.remove(&self.queue);
-    }
-
-    /// First half of taking down a subscriber webrtcbin as a whole: the tee
-    /// stops feeding this branch. Call [`Forwarder::dispose`] once the
-    /// webrtcbin is in `Null` (that unblocks a queue waiting on its pad).
-    pub fn detach(&self, tee: &gst::Element) {
-        tee.release_request_pad(&self.tee_pad);
-    }
-
-    /// Second half: the queue goes away.
-    pub fn dispose(self, pipeline: &gst::Pipeline) {
-        let _ = self.queue.set_state(gst::State::Null);
-        let _ = pipeline.remove(&self.queue);
     }
 }

@@ -92,9 +92,13 @@ struct Track {
     format: ForwardFormat,
 }
 
+/// A participant's connections, each created when first needed: a
+/// receive-only participant never gets a publish webrtcbin (and its
+/// threads), one that nobody else publishes to never gets a subscribe one.
+#[derive(Default)]
 struct Peer {
-    publish: gst::Element,
-    subscribe: gst::Element,
+    publish: Option<gst::Element>,
+    subscribe: Option<gst::Element>,
     /// Tracks forwarded into `subscribe`.
     forwarders: HashMap<TrackId, Forwarder>,
 }
@@ -195,39 +199,54 @@ impl RoomMedia {
         Ok(Self { inner, bus_task })
     }
 
-    /// Creates the two webrtcbins of a participant.
+    /// Registers a participant; its webrtcbins come when first needed.
     pub fn add_participant(&self, pid: &ParticipantId) -> Result<(), MediaError> {
-        let inner = &self.inner;
-        let publish = inner.new_webrtcbin(pid, PcKind::Publish)?;
-        let subscribe = match inner.new_webrtcbin(pid, PcKind::Subscribe) {
-            Ok(s) => s,
-            Err(e) => {
-                inner.remove_element(&publish);
-                return Err(e);
-            }
-        };
-        let weak = Arc::downgrade(inner);
-        let owner = pid.clone();
-        publish.connect_pad_added(move |_, pad| {
-            if pad.direction() != gst::PadDirection::Src {
-                return;
-            }
-            if let Some(inner) = weak.upgrade() {
-                inner.on_publisher_pad(&owner, pad);
-            }
-        });
-        inner.lock().peers.insert(
-            pid.clone(),
-            Peer {
-                publish,
-                subscribe,
-                forwarders: HashMap::new(),
-            },
-        );
+        self.inner.lock().peers.insert(pid.clone(), Peer::default());
         Ok(())
     }
 
+    /// The participant's webrtcbin for `pc`, created on first use.
     fn bin(&self, pid: &ParticipantId, pc: PcKind) -> Result<gst::Element, MediaError> {
+        if let Some(bin) = self.existing_bin(pid, pc)? {
+            return Ok(bin);
+        }
+        let inner = &self.inner;
+        let bin = inner.new_webrtcbin(pid, pc)?;
+        if pc == PcKind::Publish {
+            let weak = Arc::downgrade(inner);
+            let owner = pid.clone();
+            bin.connect_pad_added(move |_, pad| {
+                if pad.direction() != gst::PadDirection::Src {
+                    return;
+                }
+                if let Some(inner) = weak.upgrade() {
+                    inner.on_publisher_pad(&owner, pad);
+                }
+            });
+        }
+        let mut state = inner.lock();
+        match state.peers.get_mut(pid) {
+            Some(peer) => {
+                let slot = match pc {
+                    PcKind::Publish => &mut peer.publish,
+                    PcKind::Subscribe => &mut peer.subscribe,
+                };
+                *slot = Some(bin.clone());
+                Ok(bin)
+            }
+            None => {
+                drop(state);
+                inner.remove_element(&bin);
+                Err(MediaError::NoPeer)
+            }
+        }
+    }
+
+    fn existing_bin(
+        &self,
+        pid: &ParticipantId,
+        pc: PcKind,
+    ) -> Result<Option<gst::Element>, MediaError> {
         let state = self.inner.lock();
         let peer = state.peers.get(pid).ok_or(MediaError::NoPeer)?;
         Ok(match pc {
@@ -260,17 +279,16 @@ impl RoomMedia {
         if !peer::candidate_is_plausible(candidate) {
             return Err(MediaError::BadSdp("malformed ICE candidate".into()));
         }
-        let bin = self.bin(pid, pc)?;
+        let bin = self.existing_bin(pid, pc)?.ok_or(MediaError::NoPeer)?;
         peer::add_candidate(&bin, mline, candidate);
         Ok(())
     }
 
-    /// Starts forwarding `track` to `subscriber` (takes effect after the next
-    /// subscribe negotiation).
+    /// Adds an m-line for `track` to `subscriber`'s connection; media flows
+    /// once the next subscribe negotiation completes.
     pub fn subscribe(&self, subscriber: &ParticipantId, track: &TrackId) -> Result<(), MediaError> {
-        let inner = &self.inner;
-        let (bin, tee, caps) = {
-            let state = inner.lock();
+        let (tee, caps) = {
+            let state = self.inner.lock();
             let peer = state.peers.get(subscriber).ok_or(MediaError::NoPeer)?;
             if peer.forwarders.contains_key(track) {
                 return Ok(());
@@ -279,36 +297,52 @@ impl RoomMedia {
                 .tracks
                 .get(track)
                 .ok_or_else(|| MediaError::Pipeline(format!("unknown track {track}")))?;
-            (peer.subscribe.clone(), t.tee.clone(), t.format.caps.clone())
+            (t.tee.clone(), t.format.caps.clone())
         };
-        let fwd = Forwarder::link(&inner.pipeline, &tee, &bin, &caps)?;
-        let mut state = inner.lock();
+        let bin = self.bin(subscriber, PcKind::Subscribe)?;
+        let fwd = Forwarder::prepare(&tee, &bin, &caps)?;
+        let mut state = self.inner.lock();
         match state.peers.get_mut(subscriber) {
             Some(peer) => {
                 peer.forwarders.insert(track.clone(), fwd);
             }
             None => {
                 drop(state);
-                fwd.unlink(&inner.pipeline, &tee, &bin);
+                fwd.remove(&bin);
             }
         }
         Ok(())
     }
 
-    /// Stops forwarding `track` to `subscriber`.
+    /// Stops forwarding `track` to `subscriber` (its m-line goes inactive at
+    /// the next negotiation).
     pub fn unsubscribe(&self, subscriber: &ParticipantId, track: &TrackId) {
-        let inner = &self.inner;
         let found = {
-            let mut state = inner.lock();
-            let tee = state.tracks.get(track).map(|t| t.tee.clone());
+            let mut state = self.inner.lock();
             state.peers.get_mut(subscriber).and_then(|p| {
                 let f = p.forwarders.remove(track)?;
-                Some((f, tee?, p.subscribe.clone()))
+                Some((f, p.subscribe.clone()?))
             })
         };
-        if let Some((fwd, tee, bin)) = found {
-            fwd.unlink(&inner.pipeline, &tee, &bin);
+        if let Some((fwd, bin)) = found {
+            fwd.remove(&bin);
         }
+    }
+
+    /// Pauses or resumes forwarding `track` to `subscriber` without
+    /// renegotiating. Returns whether anything changed.
+    pub fn set_forwarding(
+        &self,
+        subscriber: &ParticipantId,
+        track: &TrackId,
+        enabled: bool,
+    ) -> bool {
+        let state = self.inner.lock();
+        state
+            .peers
+            .get(subscriber)
+            .and_then(|p| p.forwarders.get(track))
+            .is_some_and(|f| f.set_paused(!enabled))
     }
 
     /// Creates and sets a new subscribe offer; `None` when nothing is forwarded yet.
@@ -316,18 +350,8 @@ impl RoomMedia {
         &self,
         pid: &ParticipantId,
     ) -> Result<Option<SubscribeOffer>, MediaError> {
-        let bin = {
-            let state = self.inner.lock();
-            let peer = state.peers.get(pid).ok_or(MediaError::NoPeer)?;
-            let negotiated = peer
-                .subscribe
-                .property::<Option<gst_webrtc::WebRTCSessionDescription>>(
-                    "current-local-description",
-                );
-            if peer.forwarders.is_empty() && negotiated.is_none() {
-                return Ok(None);
-            }
-            peer.subscribe.clone()
+        let Some(bin) = self.existing_bin(pid, PcKind::Subscribe)? else {
+            return Ok(None);
         };
         let sdp = peer::create_and_set_local(&bin, "offer").await?;
         // webrtcbin 1.22 assigns a transceiver's `mid` only once negotiation
@@ -357,15 +381,34 @@ impl RoomMedia {
         Ok(Some(SubscribeOffer { sdp, tracks }))
     }
 
-    /// Applies the client's answer to the latest subscribe offer.
+    /// Applies the client's answer to the latest subscribe offer and starts
+    /// the flow into every m-line it negotiated. Returns the tracks that
+    /// started flowing (they need a keyframe).
     pub async fn subscribe_answer(
         &self,
         pid: &ParticipantId,
         answer: &str,
-    ) -> Result<(), MediaError> {
+    ) -> Result<Vec<TrackId>, MediaError> {
         let desc = peer::parse_description(WebRTCSDPType::Answer, answer)?;
-        let bin = self.bin(pid, PcKind::Subscribe)?;
-        peer::set_remote(&bin, &desc).await
+        let bin = self
+            .existing_bin(pid, PcKind::Subscribe)?
+            .ok_or(MediaError::NoPeer)?;
+        peer::set_remote(&bin, &desc).await?;
+        let mut started = Vec::new();
+        let mut state = self.inner.lock();
+        let peer = state.peers.get_mut(pid).ok_or(MediaError::NoPeer)?;
+        for (tid, f) in peer.forwarders.iter_mut() {
+            if f.is_connected() {
+                continue;
+            }
+            match f.connect() {
+                Ok(()) => started.push(tid.clone()),
+                Err(e) => {
+                    tracing::warn!(room = %self.inner.room, participant = %pid, track = %tid, "{e}")
+                }
+            }
+        }
+        Ok(started)
     }
 
     /// Asks the publisher of `track` for a keyframe (force-key-unit upstream → RTCP PLI).
@@ -386,13 +429,19 @@ impl RoomMedia {
         }
     }
 
-    /// Tracks forwarded to `pid`.
-    pub fn forwarded_to(&self, pid: &ParticipantId) -> Vec<TrackId> {
+    /// Tracks flowing to `pid` (negotiated and not paused).
+    pub fn flowing_to(&self, pid: &ParticipantId) -> Vec<TrackId> {
         let state = self.inner.lock();
         state
             .peers
             .get(pid)
-            .map(|p| p.forwarders.keys().cloned().collect())
+            .map(|p| {
+                p.forwarders
+                    .iter()
+                    .filter(|(_, f)| f.is_connected() && !f.is_paused())
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -404,43 +453,31 @@ impl RoomMedia {
         let (peer, owned) = {
             let mut state = inner.lock();
             let peer = state.peers.remove(pid);
-            let owned: Vec<(TrackId, Track)> = {
-                let ids: Vec<TrackId> = state
-                    .tracks
-                    .iter()
-                    .filter(|(_, t)| &t.owner == pid)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                ids.into_iter()
-                    .filter_map(|id| state.tracks.remove(&id).map(|t| (id, t)))
-                    .collect()
-            };
+            let ids: Vec<TrackId> = state
+                .tracks
+                .iter()
+                .filter(|(_, t)| &t.owner == pid)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let owned: Vec<(TrackId, Track)> = ids
+                .into_iter()
+                .filter_map(|id| state.tracks.remove(&id).map(|t| (id, t)))
+                .collect();
             (peer, owned)
         };
-        // Tracks of others forwarded to this participant: detach from their tees first.
-        if let Some(peer) = peer {
-            let tees: HashMap<TrackId, gst::Element> = {
-                let state = inner.lock();
-                state
-                    .tracks
-                    .iter()
-                    .map(|(id, t)| (id.clone(), t.tee.clone()))
-                    .collect()
-            };
-            let owned_tees: HashMap<&TrackId, &gst::Element> =
-                owned.iter().map(|(id, t)| (id, &t.tee)).collect();
-            for (tid, f) in &peer.forwarders {
-                if let Some(tee) = tees.get(tid).or_else(|| owned_tees.get(tid).copied()) {
-                    f.detach(tee);
-                }
+        if let Some(mut peer) = peer {
+            // The tees stop feeding this subscriber before its webrtcbin goes down.
+            for f in peer.forwarders.values_mut() {
+                f.detach();
             }
-            inner.remove_element(&peer.publish);
-            inner.remove_element(&peer.subscribe);
-            for (_, f) in peer.forwarders {
-                f.dispose(&inner.pipeline);
+            for bin in [peer.publish.take(), peer.subscribe.take()]
+                .into_iter()
+                .flatten()
+            {
+                inner.remove_element(&bin);
             }
         }
-        // This participant's tracks forwarded to others.
+        // This participant's tracks, forwarded to others.
         let mut affected = Vec::new();
         for (tid, track) in owned {
             let branches: Vec<(ParticipantId, Forwarder, gst::Element)> = {
@@ -450,12 +487,12 @@ impl RoomMedia {
                     .iter_mut()
                     .filter_map(|(sub, p)| {
                         let f = p.forwarders.remove(&tid)?;
-                        Some((sub.clone(), f, p.subscribe.clone()))
+                        Some((sub.clone(), f, p.subscribe.clone()?))
                     })
                     .collect()
             };
             for (sub, f, bin) in branches {
-                f.unlink(&inner.pipeline, &track.tee, &bin);
+                f.remove(&bin);
                 if !affected.contains(&sub) {
                     affected.push(sub);
                 }
