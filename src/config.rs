@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "ROOMCAST_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Forward the audio of at most this many recent speakers (0: everyone's; default 3).
+    #[arg(long, env = "ROOMCAST_AUDIO_LAST_N")]
+    pub audio_last_n: Option<usize>,
     /// Make sure a room named "Demo room" exists and print its links at start.
     #[arg(long, env = "ROOMCAST_DEMO_ROOM")]
     pub demo_room: bool,
@@ -92,6 +95,7 @@ struct FileConfig {
     public_create: Option<bool>,
     empty_timeout: Option<String>,
     log_format: Option<String>,
+    audio_last_n: Option<usize>,
 }
 
 /// ICE settings handed to every peer connection.
@@ -139,6 +143,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Print links of a demo room at start.
     pub demo_room: bool,
+    /// Audio of at most this many recent speakers is forwarded (0: all).
+    pub audio_last_n: usize,
 }
 
 /// A setting that could not be understood.
@@ -313,6 +319,7 @@ impl Settings {
             empty_timeout,
             log_format,
             demo_room: args.demo_room,
+            audio_last_n: args.audio_last_n.or(file.audio_last_n).unwrap_or(3),
         })
     }
 }

@@ -122,6 +122,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             public_url: public_url.clone(),
             ice: settings.ice.clone(),
             empty_timeout: settings.empty_timeout,
+            audio_last_n: settings.audio_last_n,
         },
     )?;
     let demo = if settings.demo_room {

@@ -314,3 +314,88 @@ async fn ice_settings_shape_the_candidates() {
         assert!((41000..=41020).contains(&port), "port in range: {c}");
     }
 }
+
+fn samples_from(stats: &PeerStats, from: &roomcast::ids::ParticipantId) -> u64 {
+    stats.remote.get(from).map(|r| r.audio_samples).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn active_speakers_last_n_audio_and_visible_video() {
+    // Audio of only the most recent speaker is forwarded.
+    let server = Server::start_with(&["--audio-last-n", "1"]);
+    let room = server.create_room(r#"{"name": "Speakers"}"#);
+    let link = room["invite_url"].as_str().unwrap().to_owned();
+    let mut loud = config(&link, &A);
+    loud.volume = 0.5;
+    let mut quiet_b = config(&link, &B);
+    quiet_b.volume = 0.0;
+    quiet_b.codec = VideoCodec::Vp8;
+    let mut quiet_c = config(&link, &C);
+    quiet_c.volume = 0.0;
+    let a = TestPeer::join(loud).await.expect("A joins");
+    let b = TestPeer::join(quiet_b).await.expect("B joins");
+    let c = TestPeer::join(quiet_c).await.expect("C joins");
+
+    // A is the active speaker, for everyone.
+    wait_for(
+        "A to be the active speaker",
+        Duration::from_secs(15),
+        || {
+            [&b, &c]
+                .iter()
+                .all(|p| p.stats().speakers == vec![a.id.clone()])
+                .then_some(())
+        },
+    )
+    .await;
+    // C hears A, and not B (last-N = 1), while it sees both.
+    wait_for(
+        "C to hear A and see A and B",
+        Duration::from_secs(15),
+        || {
+            let s = c.stats();
+            (samples_from(&s, &a.id) > 48_000
+                && frames_from(&s, &a.id) > 30
+                && frames_from(&s, &b.id) > 30)
+                .then_some(())
+        },
+    )
+    .await;
+    let heard_b = samples_from(&c.stats(), &b.id);
+    let heard_a = samples_from(&c.stats(), &a.id);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        samples_from(&c.stats(), &a.id) > heard_a + 48_000,
+        "A's audio keeps coming"
+    );
+    assert!(
+        samples_from(&c.stats(), &b.id) <= heard_b + 4_800,
+        "B's audio is not forwarded under last-N: {} -> {}",
+        heard_b,
+        samples_from(&c.stats(), &b.id)
+    );
+
+    // C shows only A: B's video stops, A's goes on; then everyone again.
+    c.set_visible(Some(vec![a.id.clone()]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (fa, fb) = (
+        frames_from(&c.stats(), &a.id),
+        frames_from(&c.stats(), &b.id),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        frames_from(&c.stats(), &a.id) > fa + 30,
+        "A's video keeps coming"
+    );
+    assert!(
+        frames_from(&c.stats(), &b.id) <= fb + 2,
+        "B's video is paused for C"
+    );
+    c.set_visible(None);
+    let resumed = wait_for("B's video to resume", Duration::from_secs(3), || {
+        (frames_from(&c.stats(), &b.id) > fb + 15).then_some(())
+    });
+    resumed.await;
+    // B was never paused for A.
+    assert!(frames_from(&a.stats(), &b.id) > 60);
+}

@@ -7,6 +7,7 @@
 //! channel and publishing a snapshot for readers.
 
 pub mod room;
+pub mod speakers;
 pub mod tokens;
 
 use crate::config::IceSettings;
@@ -176,6 +177,8 @@ pub struct ControlSettings {
     pub ice: IceSettings,
     /// Empty rooms close after this.
     pub empty_timeout: Duration,
+    /// Audio of at most this many recent speakers is forwarded (0: everyone's).
+    pub audio_last_n: usize,
 }
 
 /// What a successful join gives the edge.
@@ -307,6 +310,7 @@ impl Control {
                 signer: self.inner.signer.clone(),
                 ice: self.inner.settings.ice.clone(),
                 empty_timeout: self.inner.settings.empty_timeout,
+                audio_last_n: self.inner.settings.audio_last_n,
                 on_closed,
             },
         );

@@ -3,6 +3,7 @@
 //! (from the edge), media events over another (from GStreamer callbacks);
 //! readers see a published [`Snapshot`].
 
+use super::speakers::Speakers;
 use super::tokens::TokenSigner;
 use super::{ControlError, PatchRoom};
 use crate::config::IceSettings;
@@ -14,7 +15,7 @@ use crate::signaling::{
     ServerMessage, TrackDescription,
 };
 use crate::store::Store;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -140,6 +141,8 @@ pub struct RoomDeps {
     pub ice: IceSettings,
     /// Empty rooms close after this.
     pub empty_timeout: Duration,
+    /// Audio of at most this many recent speakers is forwarded (0: all).
+    pub audio_last_n: usize,
     /// Called when the actor stops.
     pub on_closed: Box<dyn Fn(&RoomId) + Send + Sync>,
 }
@@ -199,6 +202,8 @@ struct Participant {
     session_jti: String,
     negotiation: Negotiation,
     candidates: u32,
+    /// Participants whose video this one shows (`None`: everyone's).
+    visible: Option<HashSet<ParticipantId>>,
 }
 
 struct TrackMeta {
@@ -219,6 +224,26 @@ struct Room {
     empty_since: Option<Instant>,
     next_connection: u64,
     closed: bool,
+    speakers: Speakers,
+    /// Publishers whose audio is forwarded under last-N (`None`: everyone's).
+    audio_forwarded: Option<HashSet<ParticipantId>>,
+}
+
+/// How often speakers are re-evaluated.
+const SPEAKER_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Whether `track` (of `owner`) flows to a subscriber showing `visible`,
+/// given whose audio is forwarded.
+fn should_forward(
+    kind: TrackKind,
+    owner: &ParticipantId,
+    visible: Option<&HashSet<ParticipantId>>,
+    audio_forwarded: Option<&HashSet<ParticipantId>>,
+) -> bool {
+    match kind {
+        TrackKind::Video => visible.is_none_or(|v| v.contains(owner)),
+        TrackKind::Audio => audio_forwarded.is_none_or(|a| a.contains(owner)),
+    }
 }
 
 /// Starts the actor of an open room.
@@ -242,6 +267,8 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
         empty_since: Some(Instant::now()),
         next_connection: 1,
         closed: false,
+        speakers: Speakers::default(),
+        audio_forwarded: None,
     };
     let span = tracing::info_span!("room", room = %room.record.id);
     tokio::spawn(room.run(rx, media_rx).instrument(span));
@@ -260,6 +287,8 @@ impl Room {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut speaker_tick = tokio::time::interval(SPEAKER_INTERVAL);
+        speaker_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.closed {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -268,6 +297,7 @@ impl Room {
                 },
                 Some(ev) = media_rx.recv() => self.on_media_event(ev).await,
                 _ = tick.tick() => self.on_tick().await,
+                _ = speaker_tick.tick(), if self.media.is_some() => self.on_speaker_tick(),
             }
         }
         // A dropped handle (server shutting down) leaves the room open in the
@@ -499,6 +529,7 @@ impl Room {
                 session_jti: claims.jti.unwrap_or_default(),
                 negotiation: Negotiation::default(),
                 candidates: 0,
+                visible: None,
             },
         );
         self.order.push(pid.clone());
@@ -527,6 +558,74 @@ impl Room {
         }
         if let Err(e) = media.subscribe(subscriber, track) {
             tracing::warn!(participant = %subscriber, %track, "cannot forward: {e}");
+            return;
+        }
+        self.gate(subscriber, track);
+    }
+
+    /// Opens or closes the flow of `track` to `subscriber` by the rules of
+    /// [`should_forward`]; a video that resumes gets a keyframe.
+    fn gate(&self, subscriber: &ParticipantId, track: &TrackId) {
+        let (Some(media), Some(t), Some(p)) = (
+            &self.media,
+            self.tracks.get(track),
+            self.participants.get(subscriber),
+        ) else {
+            return;
+        };
+        let on = should_forward(
+            t.kind,
+            &t.owner,
+            p.visible.as_ref(),
+            self.audio_forwarded.as_ref(),
+        );
+        if media.set_forwarding(subscriber, track, on) && on && t.kind == TrackKind::Video {
+            media.request_keyframe(track);
+        }
+    }
+
+    /// Applies [`Room::gate`] to every track forwarded to `subscriber`.
+    fn gate_all(&self, subscriber: &ParticipantId) {
+        for (tid, t) in &self.tracks {
+            if &t.owner != subscriber {
+                self.gate(subscriber, tid);
+            }
+        }
+    }
+
+    /// Every 200 ms: who speaks now, and whose audio is forwarded.
+    fn on_speaker_tick(&mut self) {
+        let Some(media) = &self.media else { return };
+        let levels: Vec<(ParticipantId, u8)> = media
+            .audio_levels()
+            .into_iter()
+            .filter_map(|(tid, level)| Some((self.tracks.get(&tid)?.owner.clone(), level)))
+            .collect();
+        if let Some(speakers) = self.speakers.update(&levels, std::time::Instant::now()) {
+            self.broadcast(None, ServerMessage::ActiveSpeakers { speakers });
+        }
+        self.update_audio_forwarding();
+    }
+
+    /// Recomputes whose audio is forwarded (last-N) and applies a change.
+    fn update_audio_forwarding(&mut self) {
+        let publishers: Vec<ParticipantId> = self
+            .order
+            .iter()
+            .filter(|pid| {
+                self.tracks
+                    .values()
+                    .any(|t| &t.owner == *pid && t.kind == TrackKind::Audio)
+            })
+            .cloned()
+            .collect();
+        let forwarded = self.speakers.forwarded(&publishers, self.deps.audio_last_n);
+        if forwarded != self.audio_forwarded {
+            tracing::debug!(?forwarded, "audio forwarding changed");
+            self.audio_forwarded = forwarded;
+            for sub in &self.order {
+                self.gate_all(sub);
+            }
         }
     }
 
@@ -687,6 +786,24 @@ impl Room {
                 );
                 self.publish_snapshot();
             }
+            ClientMessage::SetVisible { participants } => {
+                let Some(p) = self.participants.get_mut(pid) else {
+                    return;
+                };
+                if participants.as_ref().is_some_and(|v| v.len() > 200) {
+                    self.send(
+                        pid,
+                        ServerMessage::error(
+                            "invalid_message",
+                            "too many participants listed",
+                            false,
+                        ),
+                    );
+                    return;
+                }
+                p.visible = participants.map(|v| v.into_iter().collect());
+                self.gate_all(pid);
+            }
             ClientMessage::Ping => self.send(pid, ServerMessage::Pong),
             ClientMessage::Leave => self.remove(pid, "left").await,
         }
@@ -742,6 +859,9 @@ impl Room {
                     .collect();
                 for sub in &subscribers {
                     self.forward(sub, &track);
+                }
+                if kind == TrackKind::Audio {
+                    self.update_audio_forwarding();
                 }
                 for sub in &subscribers {
                     self.renegotiate(sub).await;
@@ -832,6 +952,7 @@ impl Room {
         drop(p);
         self.order.retain(|id| id != pid);
         self.tracks.retain(|_, t| &t.owner != pid);
+        self.speakers.forget(pid);
         let affected = self
             .media
             .as_ref()
@@ -851,6 +972,7 @@ impl Room {
             self.empty_since = Some(Instant::now());
         }
         self.publish_snapshot();
+        self.update_audio_forwarding();
         for sub in affected {
             self.renegotiate(&sub).await;
         }

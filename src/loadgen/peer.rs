@@ -47,6 +47,8 @@ pub struct PeerConfig {
     pub ice_local_ips: Vec<IpAddr>,
     /// Session token to resume as an earlier participant.
     pub session: Option<String>,
+    /// Tone volume, 0.0 (silent) to 1.0; sent as RFC 6464 audio levels too.
+    pub volume: f64,
 }
 
 impl PeerConfig {
@@ -61,6 +63,7 @@ impl PeerConfig {
             publish: true,
             ice_local_ips: vec![IpAddr::from([127, 0, 0, 1])],
             session: None,
+            volume: 0.4,
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct PeerStats {
     pub disconnected: bool,
     /// ICE candidates the server sent (first 64).
     pub server_candidates: Vec<String>,
+    /// Latest `active_speakers`.
+    pub speakers: Vec<ParticipantId>,
     /// Session token.
     #[serde(skip)]
     pub session: Option<String>,
@@ -170,11 +175,40 @@ fn source_bin(cfg: &PeerConfig) -> anyhow::Result<(gst::Bin, gst::Bin)> {
         0xff00_0000u32 | (cfg.color & 0xff_ffff)
     );
     let audio = format!(
-        "audiotestsrc is-live=true wave=sine freq={} volume=0.4 ! audioconvert ! audioresample ! opusenc bitrate=32000 ! rtpopuspay pt=111 ! capsfilter caps=\"application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2,rtcp-fb-nack-pli=true\"",
-        cfg.freq
+        "audiotestsrc is-live=true wave=sine freq={} volume={} ! audioconvert ! audioresample ! opusenc bitrate=32000 ! rtpopuspay pt=111 auto-header-extension=false ! capsfilter name=audiocaps caps=\"application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2,rtcp-fb-nack-pli=true,extmap-1=(string){}\"",
+        cfg.freq,
+        cfg.volume,
+        crate::media::audio_level::URI
     );
     let v = gst::parse::bin_from_description(&video, true).context("video source")?;
     let a = gst::parse::bin_from_description(&audio, true).context("audio source")?;
+    // Every packet carries its RFC 6464 level (id 1, as offered), so the
+    // server can tell who speaks.
+    let level = crate::media::audio_level::level_of_sine(cfg.volume);
+    let caps_src = a
+        .by_name("audiocaps")
+        .and_then(|c| c.static_pad("src"))
+        .ok_or_else(|| anyhow!("audio caps filter"))?;
+    caps_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+            let bytes = buffer
+                .map_readable()
+                .map(|m| crate::media::audio_level::with_level(&m, 1, level, level < 127))
+                .ok();
+            if let Some(bytes) = bytes {
+                let mut out = gst::Buffer::from_mut_slice(bytes);
+                if let (Some(dst), Some(src)) = (out.get_mut(), Some(buffer.as_ref())) {
+                    let _ = src.copy_into(
+                        dst,
+                        gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS,
+                        ..,
+                    );
+                }
+                *buffer = out;
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
     Ok((v, a))
 }
 
@@ -472,6 +506,13 @@ impl TestPeer {
         lock(&self.stats).session.clone()
     }
 
+    /// Tells the server whose video this peer shows (`None`: everyone's).
+    pub fn set_visible(&self, participants: Option<Vec<ParticipantId>>) {
+        let _ = self
+            .out
+            .send(Out::Msg(ClientMessage::SetVisible { participants }));
+    }
+
     /// Sends a raw text frame (for bad-input tests).
     pub fn send_raw(&self, text: &str) {
         let _ = self.out.send(Out::Raw(text.to_owned()));
@@ -543,6 +584,7 @@ async fn handle_server_message(
         ServerMessage::ParticipantLeft { participant_id, .. } => {
             lock(stats).present.retain(|p| *p != participant_id);
         }
+        ServerMessage::ActiveSpeakers { speakers } => lock(stats).speakers = speakers,
         ServerMessage::Error { code, .. } => lock(stats).errors.push(code),
         ServerMessage::RoomClosed => lock(stats).errors.push("room_closed".into()),
         _ => {}

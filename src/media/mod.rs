@@ -6,6 +6,7 @@
 //! leaky=downstream` → subscriber `webrtcbin` sink pad) carries it to each
 //! subscriber without decoding.
 
+pub mod audio_level;
 pub mod codecs;
 pub mod forwarder;
 pub mod ice;

@@ -80,6 +80,16 @@ pub async fn create_and_set_local(
     webrtcbin: &gst::Element,
     field: &str,
 ) -> Result<String, MediaError> {
+    create_and_set_local_with(webrtcbin, field, |sdp| sdp).await
+}
+
+/// Like [`create_and_set_local`], letting `edit` change the SDP text before
+/// it is set (for what webrtcbin 1.22 cannot express itself).
+pub async fn create_and_set_local_with(
+    webrtcbin: &gst::Element,
+    field: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Result<String, MediaError> {
     let signal = if field == "offer" {
         "create-offer"
     } else {
@@ -91,10 +101,17 @@ pub async fn create_and_set_local(
     let desc = reply
         .get::<WebRTCSessionDescription>(field)
         .map_err(|_| MediaError::Negotiation(format!("{signal}: no {field} in reply")))?;
-    set_local(webrtcbin, &desc).await?;
-    desc.sdp()
+    let text = desc
+        .sdp()
         .as_text()
-        .map_err(|e| MediaError::Negotiation(format!("{signal}: {e}")))
+        .map_err(|e| MediaError::Negotiation(format!("{signal}: {e}")))?;
+    let edited = edit(text.clone());
+    if edited == text {
+        set_local(webrtcbin, &desc).await?;
+    } else {
+        set_local(webrtcbin, &parse_description(desc.type_(), &edited)?).await?;
+    }
+    Ok(edited)
 }
 
 /// Adds a remote trickled candidate; an empty candidate marks the end.

@@ -7,6 +7,7 @@
 //! linked to its `tee` right in `pad-added` so media never waits for a
 //! round trip through the task.
 
+use super::audio_level::{self, LevelMeter};
 use super::forwarder::Forwarder;
 use super::rtp::{ForwardFormat, forward_format, normalise_buffer};
 use super::{MediaError, ice, make, peer, sdp};
@@ -18,6 +19,7 @@ use gst::prelude::*;
 use gst_webrtc::{WebRTCPeerConnectionState, WebRTCSDPType};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -90,6 +92,8 @@ struct Track {
     owner: ParticipantId,
     tee: gst::Element,
     format: ForwardFormat,
+    /// Audio tracks: loudness from the RFC 6464 extension.
+    meter: Option<Arc<LevelMeter>>,
 }
 
 /// A participant's connections, each created when first needed: a
@@ -101,6 +105,8 @@ struct Peer {
     subscribe: Option<gst::Element>,
     /// Tracks forwarded into `subscribe`.
     forwarders: HashMap<TrackId, Forwarder>,
+    /// Negotiated id of the audio-level header extension (0: none).
+    audio_level_id: Arc<AtomicU8>,
 }
 
 #[derive(Default)]
@@ -263,9 +269,28 @@ impl RoomMedia {
     ) -> Result<String, MediaError> {
         let filtered = sdp::filter_publish_offer(offer)?;
         let desc = peer::parse_description(WebRTCSDPType::Offer, &filtered)?;
+        let level_id = audio_level::offered_id(&filtered);
         let bin = self.bin(pid, PcKind::Publish)?;
+        if let Some(peer) = self.inner.lock().peers.get(pid) {
+            peer.audio_level_id
+                .store(level_id.unwrap_or(0), Ordering::Relaxed);
+        }
         peer::set_remote(&bin, &desc).await?;
-        peer::create_and_set_local(&bin, "answer").await
+        peer::create_and_set_local_with(&bin, "answer", |answer| match level_id {
+            Some(id) => audio_level::add_to_answer(&answer, id),
+            None => answer,
+        })
+        .await
+    }
+
+    /// Smoothed loudness (0 silence … 127) of every audio track that carries levels.
+    pub fn audio_levels(&self) -> Vec<(TrackId, u8)> {
+        let state = self.inner.lock();
+        state
+            .tracks
+            .iter()
+            .filter_map(|(id, t)| Some((id.clone(), t.meter.as_ref()?.loudness())))
+            .collect()
     }
 
     /// Adds a client's trickled candidate.
@@ -589,18 +614,37 @@ impl Inner {
             return;
         }
         let _ = tee.sync_state_with_parent();
-        // Relabel payload type and clean the caps before the tee.
+        // Relabel payload type, clean the caps and read audio levels before the tee.
         let pt = format.payload;
+        let meter = (format.kind == TrackKind::Audio).then(|| Arc::new(LevelMeter::default()));
+        let level_id = self
+            .lock()
+            .peers
+            .get(owner)
+            .map(|p| p.audio_level_id.clone());
+        let probe_meter = meter.clone().zip(level_id);
+        let inspect = move |buffer: &mut gst::Buffer| {
+            normalise_buffer(buffer, pt);
+            if let Some((meter, id)) = &probe_meter {
+                let id = id.load(Ordering::Relaxed);
+                if id != 0
+                    && let Ok(map) = buffer.map_readable()
+                    && let Some(level) = audio_level::read_level(&map, id)
+                {
+                    meter.update(level);
+                }
+            }
+        };
         pad.add_probe(
             gst::PadProbeType::BUFFER
                 | gst::PadProbeType::BUFFER_LIST
                 | gst::PadProbeType::EVENT_DOWNSTREAM,
             move |_, info| {
                 match &mut info.data {
-                    Some(gst::PadProbeData::Buffer(buffer)) => normalise_buffer(buffer, pt),
+                    Some(gst::PadProbeData::Buffer(buffer)) => inspect(buffer),
                     Some(gst::PadProbeData::BufferList(list)) => {
                         list.make_mut().foreach_mut(|mut b, _| {
-                            normalise_buffer(&mut b, pt);
+                            inspect(&mut b);
                             std::ops::ControlFlow::Continue(Some(b))
                         });
                     }
@@ -639,6 +683,7 @@ impl Inner {
                     owner: owner.clone(),
                     tee,
                     format,
+                    meter,
                 },
             );
         }

@@ -130,6 +130,13 @@ pub enum ClientMessage {
         #[serde(default)]
         video: Option<bool>,
     },
+    /// Which participants' video the client shows (the others' video is
+    /// not forwarded to it). `null` means everyone's.
+    SetVisible {
+        /// Participants whose video is on screen.
+        #[serde(default)]
+        participants: Option<Vec<ParticipantId>>,
+    },
     /// Application-level keepalive (answered with `pong`).
     Ping,
     /// The client leaves the room.
@@ -199,6 +206,11 @@ pub enum ServerMessage {
         candidate: String,
         /// m-line index.
         sdp_mline_index: u32,
+    },
+    /// Who is speaking now, loudest first (sent when it changes).
+    ActiveSpeakers {
+        /// Speakers.
+        speakers: Vec<ParticipantId>,
     },
     /// Answer to `ping`.
     Pong,
