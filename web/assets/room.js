@@ -25,7 +25,11 @@ const state = {
   participants: new Map(),
   leaving: false,
 };
-const tiles = new Tiles($('tiles'), $('empty-room'));
+const tiles = new Tiles($('tiles'), $('empty-room'), {
+  root: $('pager'), prev: $('page-prev'), next: $('page-next'), label: $('page-label'),
+});
+// Only the video of the tiles on screen is sent to us.
+tiles.onVisibleChange = (visible) => state.signaling?.send({ type: 'set_visible', participants: visible });
 window.roomcast = state; // for debugging and automated tests
 
 function setState(value, detail = '') {
@@ -164,6 +168,7 @@ function onMessage(msg) {
       $('ended').hidden = true;
       $('call').hidden = false;
       $('self-video').srcObject = state.local;
+      tiles.lastVisible = null;
       tiles.layout();
       setState('joined');
       sendMuteState();
@@ -195,6 +200,13 @@ function onMessage(msg) {
       } else {
         state.pendingSubIce.push(candidate);
       }
+      break;
+    }
+    case 'active_speakers': {
+      const offPage = tiles.setSpeakers(msg.speakers);
+      const note = $('speaking-note');
+      note.hidden = offPage.length === 0;
+      note.textContent = offPage.length ? `Speaking: ${offPage.join(', ')}` : '';
       break;
     }
     case 'room_closed':

@@ -5,21 +5,66 @@ function initials(name) {
   return ((parts[0]?.[0] ?? '?') + (parts.length > 1 ? parts[parts.length - 1][0] : '')).toUpperCase();
 }
 
+// Most tiles shown at once; the others are on further pages and their video
+// is not sent to us (the server is told which participants are visible).
+export const PAGE_SIZE = 9;
+
 export class Tiles {
-  constructor(grid, empty) {
+  constructor(grid, empty, pager) {
     this.grid = grid;
     this.empty = empty;
+    this.pager = pager;
     this.tiles = new Map();
+    this.page = 0;
+    this.onVisibleChange = () => {};
+    this.lastVisible = null;
+    pager.prev.onclick = () => this.turn(-1);
+    pager.next.onclick = () => this.turn(1);
+  }
+
+  pages() {
+    return Math.max(1, Math.ceil(this.tiles.size / PAGE_SIZE));
+  }
+
+  turn(delta) {
+    this.page = Math.min(this.pages() - 1, Math.max(0, this.page + delta));
+    this.layout();
+  }
+
+  // Ids of the participants on the current page (null: everyone fits).
+  visible() {
+    if (this.tiles.size <= PAGE_SIZE) return null;
+    return [...this.tiles.keys()].slice(this.page * PAGE_SIZE, (this.page + 1) * PAGE_SIZE);
   }
 
   layout() {
-    const n = this.tiles.size;
+    this.page = Math.min(this.page, this.pages() - 1);
+    const visible = this.visible();
+    const shown = visible ? new Set(visible) : null;
+    for (const [id, tile] of this.tiles) tile.el.hidden = shown ? !shown.has(id) : false;
+    const n = shown ? shown.size : this.tiles.size;
     const wide = this.grid.clientWidth >= this.grid.clientHeight;
     let cols = Math.ceil(Math.sqrt(n || 1));
     if (!wide) cols = Math.max(1, Math.floor(Math.sqrt(n || 1)));
     this.grid.style.setProperty('--cols', String(cols));
-    this.grid.dataset.count = String(n);
-    this.empty.hidden = n > 0;
+    this.grid.dataset.count = String(this.tiles.size);
+    this.empty.hidden = this.tiles.size > 0;
+    this.pager.root.hidden = this.pages() <= 1;
+    this.pager.label.textContent = `${this.page + 1} / ${this.pages()}`;
+    this.pager.prev.disabled = this.page === 0;
+    this.pager.next.disabled = this.page >= this.pages() - 1;
+    const key = JSON.stringify(visible);
+    if (key !== this.lastVisible) {
+      this.lastVisible = key;
+      this.onVisibleChange(visible);
+    }
+  }
+
+  setSpeakers(ids) {
+    const speaking = new Set(ids);
+    for (const [id, tile] of this.tiles) tile.el.classList.toggle('speaking', speaking.has(id));
+    const hidden = ids.filter((id) => this.tiles.get(id)?.el.hidden);
+    return hidden.map((id) => this.tiles.get(id).participant?.display_name).filter(Boolean);
   }
 
   upsert(participant) {
@@ -85,5 +130,6 @@ export class Tiles {
 
   clear() {
     for (const id of [...this.tiles.keys()]) this.remove(id);
+    this.lastVisible = null;
   }
 }
