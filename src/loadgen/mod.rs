@@ -2,7 +2,9 @@
 //! load. `peer` runs one participant and prints what it receives as JSON
 //! lines (used by tests that need a participant in another process).
 
+pub mod counting;
 pub mod peer;
+pub mod source;
 
 use clap::{Args, Subcommand};
 use peer::{PeerConfig, TestPeer, VideoCodec};

@@ -1,7 +1,8 @@
 //! A synthetic participant: a real WebRTC peer on webrtcbin that speaks our
-//! signaling protocol, publishes a solid colour and a sine tone, and decodes
-//! what it receives, recording per remote participant how many frames and
-//! samples arrived, the colour seen and the tone heard.
+//! signaling protocol and publishes a test picture and tone. What it
+//! receives it either decodes (tests: frames, colour and tone per remote
+//! participant) or only counts (load: packets, loss, jitter, first keyframe),
+//! per remote participant.
 
 use crate::ids::ParticipantId;
 use crate::media::{MediaError, ice, peer as sdp_ops};
@@ -18,14 +19,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Video codec a test peer publishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
-pub enum VideoCodec {
-    /// VP8 (vp8enc).
+use super::counting::{StreamCounter, is_keyframe};
+pub use super::source::VideoCodec;
+use super::source::{EncodedSource, PublishBranch, SourceSpec};
+use std::sync::atomic::AtomicU8;
+
+/// What a peer does with the media it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SinkMode {
+    /// Decode it (frames, colour, tone).
     #[default]
-    Vp8,
-    /// H.264 (x264enc).
-    H264,
+    Decode,
+    /// Count RTP packets only.
+    Count,
+}
+
+/// A pipeline and an encoded source shared by many peers (load generation).
+#[derive(Debug, Clone)]
+pub struct SharedMedia {
+    /// Pipeline every peer's webrtcbins go into (playing).
+    pub pipeline: gst::Pipeline,
+    /// Encoders publishers take from.
+    pub source: Arc<EncodedSource>,
 }
 
 /// How a test peer behaves.
@@ -49,6 +64,13 @@ pub struct PeerConfig {
     pub session: Option<String>,
     /// Tone volume, 0.0 (silent) to 1.0; sent as RFC 6464 audio levels too.
     pub volume: f64,
+    /// Decode or only count what arrives.
+    pub sink: SinkMode,
+    /// Use this pipeline and source instead of an own pipeline and encoders.
+    pub shared: Option<SharedMedia>,
+    /// RFC 6464 level sent on audio (`None`: the level of the tone); can be
+    /// changed while running through [`TestPeer::level`].
+    pub level: Option<u8>,
 }
 
 impl PeerConfig {
@@ -64,6 +86,9 @@ impl PeerConfig {
             ice_local_ips: vec![IpAddr::from([127, 0, 0, 1])],
             session: None,
             volume: 0.4,
+            sink: SinkMode::Decode,
+            shared: None,
+            level: None,
         }
     }
 }
@@ -83,6 +108,10 @@ pub struct RemoteStats {
     pub last_rgb: Option<[u8; 3]>,
     /// Video codec received.
     pub video_codec: Option<String>,
+    /// Video RTP counters (count mode).
+    pub video_rtp: StreamCounter,
+    /// Audio RTP counters (count mode).
+    pub audio_rtp: StreamCounter,
     #[serde(skip)]
     crossings: u64,
     #[serde(skip)]
@@ -126,12 +155,24 @@ enum Out {
     Leave,
 }
 
+/// Elements a peer added to a shared pipeline, removed when it goes.
+#[derive(Default)]
+struct Owned {
+    branches: Vec<PublishBranch>,
+    elements: Vec<gst::Element>,
+}
+
+type OwnedRef = Arc<Mutex<Owned>>;
+
 /// A running test peer. Dropping it stops its media and socket abruptly.
 pub struct TestPeer {
     stats: Shared,
     out: mpsc::UnboundedSender<Out>,
     task: tokio::task::JoinHandle<()>,
     pipeline: gst::Pipeline,
+    own_pipeline: bool,
+    owned: OwnedRef,
+    level: Arc<AtomicU8>,
     /// Our participant id.
     pub id: ParticipantId,
 }
@@ -139,7 +180,18 @@ pub struct TestPeer {
 impl Drop for TestPeer {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = self.pipeline.set_state(gst::State::Null);
+        if self.own_pipeline {
+            let _ = self.pipeline.set_state(gst::State::Null);
+            return;
+        }
+        let owned = std::mem::take(&mut *self.owned.lock().unwrap_or_else(|p| p.into_inner()));
+        for b in owned.branches {
+            b.remove(&self.pipeline);
+        }
+        for e in owned.elements {
+            let _ = e.set_state(gst::State::Null);
+            let _ = self.pipeline.remove(&e);
+        }
     }
 }
 
@@ -155,61 +207,6 @@ pub fn split_link(link: &str) -> anyhow::Result<(String, String)> {
     let host = url.host_str().ok_or_else(|| anyhow!("link has no host"))?;
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     Ok((format!("{scheme}://{host}{port}/ws"), token))
-}
-
-fn source_bin(cfg: &PeerConfig) -> anyhow::Result<(gst::Bin, gst::Bin)> {
-    let (enc, pay, caps) = match cfg.codec {
-        VideoCodec::Vp8 => (
-            "vp8enc deadline=1 cpu-used=8 target-bitrate=300000 keyframe-max-dist=3000 error-resilient=default",
-            "rtpvp8pay pt=96 mtu=1200 picture-id-mode=15-bit",
-            "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000,rtcp-fb-nack-pli=true",
-        ),
-        VideoCodec::H264 => (
-            "x264enc tune=zerolatency speed-preset=ultrafast bitrate=300 key-int-max=3000 ! video/x-h264,profile=constrained-baseline",
-            "rtph264pay pt=102 mtu=1200 config-interval=-1 aggregate-mode=zero-latency",
-            "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,packetization-mode=(string)1,rtcp-fb-nack-pli=true",
-        ),
-    };
-    let video = format!(
-        "videotestsrc is-live=true pattern=solid-color foreground-color={:#010x} ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! {enc} ! {pay} ! capsfilter caps=\"{caps}\"",
-        0xff00_0000u32 | (cfg.color & 0xff_ffff)
-    );
-    let audio = format!(
-        "audiotestsrc is-live=true wave=sine freq={} volume={} ! audioconvert ! audioresample ! opusenc bitrate=32000 ! rtpopuspay pt=111 auto-header-extension=false ! capsfilter name=audiocaps caps=\"application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2,rtcp-fb-nack-pli=true,extmap-1=(string){}\"",
-        cfg.freq,
-        cfg.volume,
-        crate::media::audio_level::URI
-    );
-    let v = gst::parse::bin_from_description(&video, true).context("video source")?;
-    let a = gst::parse::bin_from_description(&audio, true).context("audio source")?;
-    // Every packet carries its RFC 6464 level (id 1, as offered), so the
-    // server can tell who speaks.
-    let level = crate::media::audio_level::level_of_sine(cfg.volume);
-    let caps_src = a
-        .by_name("audiocaps")
-        .and_then(|c| c.static_pad("src"))
-        .ok_or_else(|| anyhow!("audio caps filter"))?;
-    caps_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
-            let bytes = buffer
-                .map_readable()
-                .map(|m| crate::media::audio_level::with_level(&m, 1, level, level < 127))
-                .ok();
-            if let Some(bytes) = bytes {
-                let mut out = gst::Buffer::from_mut_slice(bytes);
-                if let (Some(dst), Some(src)) = (out.get_mut(), Some(buffer.as_ref())) {
-                    let _ = src.copy_into(
-                        dst,
-                        gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS,
-                        ..,
-                    );
-                }
-                *buffer = out;
-            }
-        }
-        gst::PadProbeReturn::Ok
-    });
-    Ok((v, a))
 }
 
 fn sink_description(encoding: &str) -> Option<&'static str> {
@@ -278,7 +275,7 @@ fn attach_decoder(
     owner: ParticipantId,
     stats: Shared,
     joined: Instant,
-) -> Result<(), MediaError> {
+) -> Result<gst::Element, MediaError> {
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let encoding = caps
         .structure(0)
@@ -323,7 +320,78 @@ fn attach_decoder(
         .ok_or_else(|| MediaError::Pipeline("decoder without sink".into()))?;
     pad.link(&sink)
         .map_err(|e| MediaError::Pipeline(format!("link decoder: {e:?}")))?;
-    Ok(())
+    Ok(bin.upcast())
+}
+
+/// Counts the RTP packets of a subscribe-side pad for the participant owning it.
+fn attach_counter(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    owner: ParticipantId,
+    stats: Shared,
+    joined: Instant,
+) -> Result<gst::Element, MediaError> {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let s = caps.structure(0);
+    let encoding = s
+        .and_then(|s| s.get::<&str>("encoding-name").ok())
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    let rate = s
+        .and_then(|s| s.get::<i32>("clock-rate").ok())
+        .unwrap_or(90_000) as u32;
+    let is_video = encoding != "OPUS";
+    if is_video {
+        lock(&stats)
+            .remote
+            .entry(owner.clone())
+            .or_default()
+            .video_codec = Some(encoding.clone());
+    }
+    let sink = crate::media::make("fakesink", None)?;
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    sink.set_property("enable-last-sample", false);
+    let sink_pad = sink
+        .static_pad("sink")
+        .ok_or_else(|| MediaError::Pipeline("fakesink without sink".into()))?;
+    sink_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
+            && let Ok(map) = buffer.map_readable()
+            && map.len() >= 12
+        {
+            let seq = u16::from_be_bytes([map[2], map[3]]);
+            let ts = u32::from_be_bytes([map[4], map[5], map[6], map[7]]);
+            let key = is_video && rtp_payload(&map).is_some_and(|p| is_keyframe(&encoding, p));
+            let arrival = joined.elapsed().as_secs_f64() * 1000.0;
+            let mut st = lock(&stats);
+            let r = st.remote.entry(owner.clone()).or_default();
+            let counter = if is_video {
+                &mut r.video_rtp
+            } else {
+                &mut r.audio_rtp
+            };
+            counter.record(seq, ts, rate, arrival, map.len(), key);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline
+        .add(&sink)
+        .map_err(|e| MediaError::Pipeline(format!("add counter: {e}")))?;
+    let _ = sink.sync_state_with_parent();
+    pad.link(&sink_pad)
+        .map_err(|e| MediaError::Pipeline(format!("link counter: {e:?}")))?;
+    Ok(sink)
+}
+
+/// The payload of an RTP packet (after CSRCs and header extensions).
+fn rtp_payload(p: &[u8]) -> Option<&[u8]> {
+    let mut i = 12 + 4 * usize::from(p.first()? & 0x0f);
+    if p[0] & 0x10 != 0 {
+        let len = u16::from_be_bytes([*p.get(i + 2)?, *p.get(i + 3)?]);
+        i += 4 + 4 * usize::from(len);
+    }
+    p.get(i..)
 }
 
 fn new_webrtcbin(
@@ -397,16 +465,57 @@ impl TestPeer {
             ..Default::default()
         }));
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
-        let pipeline = gst::Pipeline::with_name(&format!("peer_{}", cfg.name));
-        let publish = new_webrtcbin("pub", &cfg, PcKind::Publish, out_tx.clone())?;
-        let subscribe = new_webrtcbin("sub", &cfg, PcKind::Subscribe, out_tx.clone())?;
-        pipeline.add_many([&publish, &subscribe])?;
+        let own_pipeline = cfg.shared.is_none();
+        let (pipeline, source) = match &cfg.shared {
+            Some(shared) => (
+                shared.pipeline.clone(),
+                cfg.publish.then(|| shared.source.clone()),
+            ),
+            None => {
+                let pipeline = gst::Pipeline::with_name(&format!("peer_{}", cfg.name));
+                let source = if cfg.publish {
+                    Some(EncodedSource::new(
+                        &pipeline,
+                        &SourceSpec {
+                            color: Some(cfg.color),
+                            freq: cfg.freq,
+                            volume: cfg.volume,
+                            codec: cfg.codec,
+                            video_kbps: 300,
+                        },
+                    )?)
+                } else {
+                    None
+                };
+                (pipeline, source)
+            }
+        };
+        let name = format!("{}_{}", cfg.name, pid);
+        let subscribe = new_webrtcbin(
+            &format!("sub_{name}"),
+            &cfg,
+            PcKind::Subscribe,
+            out_tx.clone(),
+        )?;
+        if cfg.sink == SinkMode::Count {
+            // Count packets as they arrive: no playout delay.
+            subscribe.set_property("latency", 0u32);
+        }
+        pipeline.add(&subscribe)?;
+        let owned: OwnedRef = Arc::default();
+        owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elements
+            .push(subscribe.clone());
         // Which participant each subscribe m-line carries, from the latest offer.
         let mids: Arc<Mutex<HashMap<String, ParticipantId>>> = Arc::default();
         {
             let weak = pipeline.downgrade();
             let mids = mids.clone();
             let stats = stats.clone();
+            let mode = cfg.sink;
+            let owned = owned.clone();
             subscribe.connect_pad_added(move |_, pad| {
                 if pad.direction() != gst::PadDirection::Src {
                     return;
@@ -428,31 +537,56 @@ impl TestPeer {
                     tracing::warn!(mid, "track of unknown owner");
                     return;
                 };
-                if let Err(e) = attach_decoder(&pipeline, pad, owner, stats.clone(), joined_at) {
-                    tracing::warn!("cannot decode: {e}");
+                let attached = match mode {
+                    SinkMode::Decode => {
+                        attach_decoder(&pipeline, pad, owner, stats.clone(), joined_at)
+                    }
+                    SinkMode::Count => {
+                        attach_counter(&pipeline, pad, owner, stats.clone(), joined_at)
+                    }
+                };
+                match attached {
+                    Ok(e) => owned
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .elements
+                        .push(e),
+                    Err(e) => tracing::warn!("cannot receive: {e}"),
                 }
             });
         }
-        if cfg.publish {
-            let (v, a) = source_bin(&cfg)?;
-            pipeline.add_many([v.upcast_ref::<gst::Element>(), a.upcast_ref()])?;
-            for src in [&v, &a] {
-                let sink = publish
-                    .request_pad_simple("sink_%u")
-                    .ok_or_else(|| anyhow!("webrtcbin sink pad"))?;
-                src.static_pad("src")
-                    .ok_or_else(|| anyhow!("source without src pad"))?
-                    .link(&sink)?;
-            }
+        let level = Arc::new(AtomicU8::new(
+            cfg.level
+                .or(source.as_ref().map(|s| s.level))
+                .unwrap_or(127),
+        ));
+        let mut publish = None;
+        if let Some(source) = &source {
+            let bin = new_webrtcbin(
+                &format!("pub_{name}"),
+                &cfg,
+                PcKind::Publish,
+                out_tx.clone(),
+            )?;
+            pipeline.add(&bin)?;
+            let branches = PublishBranch::prepare_all(&pipeline, &bin, source, level.clone())?;
+            bin.sync_state_with_parent()?;
+            let mut o = owned.lock().unwrap_or_else(|p| p.into_inner());
+            o.branches = branches;
+            o.elements.push(bin.clone());
+            publish = Some(bin);
         }
-        pipeline.set_state(gst::State::Playing)?;
-        if cfg.publish {
-            let offer = sdp_ops::create_and_set_local(&publish, "offer").await?;
+        subscribe.sync_state_with_parent()?;
+        if own_pipeline {
+            pipeline.set_state(gst::State::Playing)?;
+        }
+        if let Some(bin) = &publish {
+            let offer = sdp_ops::create_and_set_local(bin, "offer").await?;
             let _ = out_tx.send(Out::Msg(ClientMessage::PublishOffer { sdp: offer }));
         }
-
         let task_stats = stats.clone();
         let out = out_tx.clone();
+        let task_owned = owned.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -478,7 +612,7 @@ impl TestPeer {
                             _ => break,
                         };
                         let Ok(msg) = serde_json::from_str::<ServerMessage>(&text) else { continue };
-                        if let Err(e) = handle_server_message(msg, &publish, &subscribe, &mids, &task_stats, &out_tx).await {
+                        if let Err(e) = handle_server_message(msg, publish.as_ref(), &subscribe, &mids, &task_stats, &out_tx, &task_owned).await {
                             tracing::warn!("test peer: {e}");
                             lock(&task_stats).errors.push(format!("local: {e}"));
                         }
@@ -492,8 +626,17 @@ impl TestPeer {
             out,
             task,
             pipeline,
+            own_pipeline,
+            owned,
+            level,
             id: pid,
         })
+    }
+
+    /// Changes the RFC 6464 level sent with this peer's audio (0 loudest, 127 silence).
+    pub fn set_level(&self, level: u8) {
+        self.level
+            .store(level.min(127), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A copy of what was seen so far.
@@ -530,16 +673,26 @@ impl TestPeer {
 
 async fn handle_server_message(
     msg: ServerMessage,
-    publish: &gst::Element,
+    publish: Option<&gst::Element>,
     subscribe: &gst::Element,
     mids: &Mutex<HashMap<String, ParticipantId>>,
     stats: &Shared,
     out: &mpsc::UnboundedSender<Out>,
+    owned: &OwnedRef,
 ) -> Result<(), MediaError> {
     match msg {
         ServerMessage::PublishAnswer { sdp } => {
             let desc = sdp_ops::parse_description(WebRTCSDPType::Answer, &sdp)?;
+            let Some(publish) = publish else {
+                return Err(MediaError::Negotiation("answer without an offer".into()));
+            };
             sdp_ops::set_remote(publish, &desc).await?;
+            // Negotiated: the shared encoders may now feed this publisher.
+            let mut o = owned.lock().unwrap_or_else(|p| p.into_inner());
+            for b in o.branches.iter_mut() {
+                b.connect()
+                    .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+            }
         }
         ServerMessage::SubscribeOffer { sdp, tracks } => {
             tracing::debug!(?tracks, "subscribe offer:\n{sdp}");
@@ -568,9 +721,11 @@ async fn handle_server_message(
             }
             let bin = match pc {
                 PcKind::Publish => publish,
-                PcKind::Subscribe => subscribe,
+                PcKind::Subscribe => Some(subscribe),
             };
-            sdp_ops::add_candidate(bin, sdp_mline_index, &candidate);
+            if let Some(bin) = bin {
+                sdp_ops::add_candidate(bin, sdp_mline_index, &candidate);
+            }
         }
         ServerMessage::Joined { participants, .. } => {
             lock(stats).present = participants.into_iter().map(|p| p.id).collect();
