@@ -325,10 +325,9 @@ impl Room {
 
     fn send(&self, to: &ParticipantId, msg: ServerMessage) {
         if let Some(p) = self.participants.get(to) {
-            // A client that lets 256 messages pile up is not reading: its
-            // socket task notices the closed channel and disconnects it.
-            if p.out.try_send(msg).is_err() {
-                tracing::warn!(participant = %to, "signaling backlog full");
+            // A client that lets 256 messages pile up is not reading.
+            if let Err(mpsc::error::TrySendError::Full(_)) = p.out.try_send(msg) {
+                tracing::warn!(participant = %to, "signaling backlog full, message dropped");
             }
         }
     }

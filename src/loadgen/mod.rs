@@ -4,6 +4,7 @@
 
 pub mod counting;
 pub mod peer;
+pub mod scenario;
 pub mod source;
 
 use clap::{Args, Subcommand};
@@ -25,6 +26,14 @@ pub struct LoadgenArgs {
 pub enum Scenario {
     /// One participant that publishes a colour and a tone and decodes everyone else.
     Peer(PeerArgs),
+    /// N participants, everyone publishes, everyone receives everyone.
+    Meeting(scenario::ScenarioArgs),
+    /// N publishers; each receives `--visible` videos and the server's last-N speakers.
+    LargeMeeting(scenario::ScenarioArgs),
+    /// One publisher, N−1 receivers.
+    Livestream(scenario::ScenarioArgs),
+    /// One publisher, then N−1 receivers join within `--join-within` seconds.
+    JoinStorm(scenario::ScenarioArgs),
 }
 
 /// Flags of `loadgen peer`.
@@ -58,9 +67,16 @@ pub struct PeerArgs {
 
 /// Runs a loadgen scenario.
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
-    match args.scenario {
-        Scenario::Peer(a) => run_peer(a).await,
-    }
+    let (kind, a) = match args.scenario {
+        Scenario::Peer(a) => return run_peer(a).await,
+        Scenario::Meeting(a) => (scenario::Kind::Meeting, a),
+        Scenario::LargeMeeting(a) => (scenario::Kind::LargeMeeting, a),
+        Scenario::Livestream(a) => (scenario::Kind::Livestream, a),
+        Scenario::JoinStorm(a) => (scenario::Kind::JoinStorm, a),
+    };
+    let report = scenario::run(kind, &a).await?;
+    scenario::print_table(std::slice::from_ref(&report));
+    Ok(())
 }
 
 async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {

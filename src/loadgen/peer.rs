@@ -175,6 +175,8 @@ pub struct TestPeer {
     level: Arc<AtomicU8>,
     /// Our participant id.
     pub id: ParticipantId,
+    /// When the server said `joined` (stream times count from here).
+    pub joined_at: Instant,
 }
 
 impl Drop for TestPeer {
@@ -630,6 +632,7 @@ impl TestPeer {
             owned,
             level,
             id: pid,
+            joined_at,
         })
     }
 

@@ -10,12 +10,66 @@
 //!
 //! A forwarder can be paused (last-N, server-side mute): a pad probe drops
 //! its packets before they reach the subscriber, without renegotiation.
+//! When it resumes, sequence numbers are shifted so the subscriber sees no
+//! gap (a gap would read as loss: NACKs, concealment); only a stream that
+//! has been paused once pays for the rewrite (one copy per packet).
 
 use super::MediaError;
 use gst::prelude::*;
 use gst_webrtc::{WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Sequence-number continuity across pauses.
+#[derive(Debug, Default)]
+struct Continuity {
+    /// Subtracted from every sequence number.
+    offset: u16,
+    /// Last sequence number sent (after the offset).
+    last_sent: Option<u16>,
+    /// Packets were dropped since the last one sent.
+    gap: bool,
+}
+
+impl Continuity {
+    /// Returns the sequence number to send for `seq`.
+    fn map(&mut self, seq: u16) -> u16 {
+        if self.gap {
+            self.gap = false;
+            if let Some(last) = self.last_sent {
+                self.offset = seq.wrapping_sub(last.wrapping_add(1));
+            }
+        }
+        let out = seq.wrapping_sub(self.offset);
+        self.last_sent = Some(out);
+        out
+    }
+}
+
+/// Applies the gate to one packet: `false` drops it.
+fn pass(buffer: &mut gst::Buffer, paused: &AtomicBool, continuity: &Mutex<Continuity>) -> bool {
+    let mut c = continuity.lock().unwrap_or_else(|p| p.into_inner());
+    if paused.load(Ordering::Relaxed) {
+        c.gap = true;
+        return false;
+    }
+    let Some(seq) = buffer
+        .map_readable()
+        .ok()
+        .filter(|m| m.len() >= 12)
+        .map(|m| u16::from_be_bytes([m[2], m[3]]))
+    else {
+        return true;
+    };
+    let out = c.map(seq);
+    if out != seq {
+        let b = buffer.make_mut();
+        if let Ok(mut m) = b.map_writable() {
+            m[2..4].copy_from_slice(&out.to_be_bytes());
+        }
+    }
+    true
+}
 
 /// One branch of a track's `tee`.
 #[derive(Debug)]
@@ -70,14 +124,33 @@ impl Forwarder {
             .request_pad_simple("src_%u")
             .ok_or_else(|| MediaError::Pipeline("tee refused a src pad".into()))?;
         let paused = self.paused.clone();
+        let continuity = Arc::new(Mutex::new(Continuity::default()));
         tee_pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, _| {
-                if paused.load(Ordering::Relaxed) {
-                    gst::PadProbeReturn::Drop
-                } else {
-                    gst::PadProbeReturn::Ok
+            move |_, info| match &mut info.data {
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    if pass(buffer, &paused, &continuity) {
+                        gst::PadProbeReturn::Ok
+                    } else {
+                        gst::PadProbeReturn::Drop
+                    }
                 }
+                Some(gst::PadProbeData::BufferList(list)) => {
+                    let list = list.make_mut();
+                    list.foreach_mut(|mut b, _| {
+                        if pass(&mut b, &paused, &continuity) {
+                            std::ops::ControlFlow::Continue(Some(b))
+                        } else {
+                            std::ops::ControlFlow::Continue(None)
+                        }
+                    });
+                    if list.is_empty() {
+                        gst::PadProbeReturn::Drop
+                    } else {
+                        gst::PadProbeReturn::Ok
+                    }
+                }
+                _ => gst::PadProbeReturn::Ok,
             },
         );
         if let Err(e) = tee_pad.link(&self.sink_pad) {
@@ -117,5 +190,31 @@ impl Forwarder {
         self.transceiver
             .set_direction(WebRTCRTPTransceiverDirection::Inactive);
         subscriber.release_request_pad(&self.sink_pad);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_stay_continuous_across_pauses() {
+        let mut c = Continuity::default();
+        assert_eq!(c.map(100), 100);
+        assert_eq!(c.map(101), 101);
+        // 50 packets dropped while paused.
+        c.gap = true;
+        assert_eq!(c.map(152), 102);
+        assert_eq!(c.map(153), 103);
+        // Again, across the 16-bit wrap.
+        c.gap = true;
+        assert_eq!(c.map(5), 104);
+        assert_eq!(c.map(6), 105);
+        // A gap with nothing sent before keeps numbers as they are.
+        let mut fresh = Continuity {
+            gap: true,
+            ..Default::default()
+        };
+        assert_eq!(fresh.map(7), 7);
     }
 }
