@@ -352,8 +352,8 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
         let s = p.stats();
         let earlier =
             |remote: &ParticipantId| joined_at.get(remote).is_some_and(|t| *t < p.joined_at);
-        let expects =
-            s.remote.keys().any(|r| earlier(r)) || peers.iter().any(|q| q.joined_at < p.joined_at);
+        // Someone publishing joined before: a frame is expected.
+        let expects = publishers > 0 && peers.iter().any(|q| q.joined_at < p.joined_at);
         let first = s
             .remote
             .iter()
@@ -362,7 +362,7 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
             .min();
         match first {
             Some(ms) => first_frames.push(ms),
-            None if expects && publishers > 0 && p.joined_at > peers[0].joined_at => no_frame += 1,
+            None if expects => no_frame += 1,
             None => {}
         }
         for r in s.remote.values() {
