@@ -3,6 +3,7 @@
 //! lines (used by tests that need a participant in another process).
 
 pub mod counting;
+pub mod media;
 pub mod peer;
 pub mod scenario;
 pub mod source;
