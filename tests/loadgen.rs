@@ -24,6 +24,7 @@ async fn five_person_meeting_has_no_loss() {
         ice_local_ip: vec!["127.0.0.1".parse().unwrap()],
         json: None,
         label: "roomcast".into(),
+        janus_url: None,
     };
     let r = scenario::run(Kind::Meeting, &args)
         .await

@@ -2,7 +2,9 @@
 //! load. `peer` runs one participant and prints what it receives as JSON
 //! lines (used by tests that need a participant in another process).
 
+pub mod bench;
 pub mod counting;
+pub mod janus;
 pub mod media;
 pub mod peer;
 pub mod scenario;
@@ -35,6 +37,8 @@ pub enum Scenario {
     Livestream(scenario::ScenarioArgs),
     /// One publisher, then N−1 receivers join within `--join-within` seconds.
     JoinStorm(scenario::ScenarioArgs),
+    /// The benchmark suite: fresh servers (roomcast, and Janus when installed) per scenario.
+    Bench(bench::BenchArgs),
 }
 
 /// Flags of `loadgen peer`.
@@ -74,6 +78,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         Scenario::LargeMeeting(a) => (scenario::Kind::LargeMeeting, a),
         Scenario::Livestream(a) => (scenario::Kind::Livestream, a),
         Scenario::JoinStorm(a) => (scenario::Kind::JoinStorm, a),
+        Scenario::Bench(a) => return bench::run(a).await,
     };
     let report = scenario::run(kind, &a).await?;
     scenario::print_table(std::slice::from_ref(&report));

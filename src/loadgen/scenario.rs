@@ -3,6 +3,8 @@
 //! receive; the server process is measured from `/proc`.
 
 use super::counting::StreamCounter;
+use super::janus::{Janus, JanusPeer};
+use super::media::PeerStats;
 use super::peer::{PeerConfig, SharedMedia, SinkMode, TestPeer};
 use super::source::{EncodedSource, SourceSpec};
 use crate::ids::ParticipantId;
@@ -71,6 +73,52 @@ pub struct ScenarioArgs {
     /// Label for the report (e.g. the server under test).
     #[arg(long, default_value = "roomcast")]
     pub label: String,
+    /// Run against Janus VideoRoom at this URL (`http://host:8088/janus`)
+    /// instead of roomcast (meeting and livestream only).
+    #[arg(long)]
+    pub janus_url: Option<String>,
+}
+
+/// A participant of either server.
+enum Participant {
+    Ours(TestPeer),
+    Janus(JanusPeer),
+}
+
+impl Participant {
+    fn stats(&self) -> PeerStats {
+        match self {
+            Participant::Ours(p) => p.stats(),
+            Participant::Janus(p) => p.stats(),
+        }
+    }
+
+    fn set_level(&self, level: u8) {
+        match self {
+            Participant::Ours(p) => p.set_level(level),
+            Participant::Janus(p) => p.set_level(level),
+        }
+    }
+
+    fn id(&self) -> &ParticipantId {
+        match self {
+            Participant::Ours(p) => &p.id,
+            Participant::Janus(p) => &p.id,
+        }
+    }
+
+    fn joined_at(&self) -> Instant {
+        match self {
+            Participant::Ours(p) => p.joined_at,
+            Participant::Janus(p) => p.joined_at,
+        }
+    }
+
+    async fn leave(self) {
+        if let Participant::Ours(p) = self {
+            p.leave().await;
+        }
+    }
 }
 
 /// A process's CPU time, memory and threads at one moment.
@@ -170,7 +218,7 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 /// Sums every stream counter of every peer: (video, audio).
-fn totals(peers: &[TestPeer]) -> (StreamCounter, StreamCounter) {
+fn totals(peers: &[Participant]) -> (StreamCounter, StreamCounter) {
     let (mut v, mut a) = (StreamCounter::default(), StreamCounter::default());
     for p in peers {
         for r in p.stats().remote.values() {
@@ -217,7 +265,13 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
         bail!("a room holds at most 100 participants");
     }
     let idle = args.server_pid.map(sample_process).transpose()?;
-    let link = create_room(args, &format!("loadgen {kind:?}")).await?;
+    let janus = args
+        .janus_url
+        .as_ref()
+        .map(|base| Janus { base: base.clone() });
+    if janus.is_some() && !matches!(kind, Kind::Meeting | Kind::Livestream) {
+        bail!("against Janus only the meeting and livestream scenarios run");
+    }
     let pipeline = gst::Pipeline::with_name("loadgen");
     pipeline.set_state(gst::State::Playing)?;
     let source = EncodedSource::new(
@@ -236,7 +290,7 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
         Kind::Livestream | Kind::JoinStorm => 1,
     };
     let started = Instant::now();
-    let mut peers: Vec<TestPeer> = Vec::new();
+    let mut peers: Vec<Participant> = Vec::new();
     let spacing = match kind {
         Kind::JoinStorm => {
             Duration::from_secs_f64(args.join_within as f64 / args.participants.max(1) as f64)
@@ -244,36 +298,86 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
         _ => Duration::from_millis(50),
     };
     let mut failures = 0;
-    for i in 0..args.participants {
-        let mut cfg = PeerConfig::new(&link, &format!("lg{i}"));
-        cfg.publish = i < publishers;
-        cfg.sink = SinkMode::Count;
-        cfg.shared = Some(shared.clone());
-        cfg.ice_local_ips = args.ice_local_ip.clone();
-        // Nobody speaks until the rotation starts.
-        cfg.level = Some(127);
-        let next = started + spacing * (i as u32 + 1);
-        match TestPeer::join(cfg).await {
-            Ok(p) => peers.push(p),
-            Err(e) => {
-                failures += 1;
-                tracing::warn!("participant {i} could not join: {e:#}");
+    match &janus {
+        None => {
+            let link = create_room(args, &format!("loadgen {kind:?}")).await?;
+            for i in 0..args.participants {
+                let mut cfg = PeerConfig::new(&link, &format!("lg{i}"));
+                cfg.publish = i < publishers;
+                cfg.sink = SinkMode::Count;
+                cfg.shared = Some(shared.clone());
+                cfg.ice_local_ips = args.ice_local_ip.clone();
+                // Nobody speaks until the rotation starts.
+                cfg.level = Some(127);
+                let next = started + spacing * (i as u32 + 1);
+                match TestPeer::join(cfg).await {
+                    Ok(p) => peers.push(Participant::Ours(p)),
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!("participant {i} could not join: {e:#}");
+                    }
+                }
+                progress(&format!("joining {}/{}", peers.len(), args.participants));
+                tokio::time::sleep_until(next.into()).await;
             }
         }
-        progress(&format!("joining {}/{}", peers.len(), args.participants));
-        tokio::time::sleep_until(next.into()).await;
+        Some(janus) => {
+            // Publishers join first, then everyone subscribes to every other
+            // feed in one multistream subscription.
+            let room = janus.create_room(publishers).await?;
+            let mut joined = Vec::new();
+            for i in 0..args.participants {
+                match JanusPeer::join(
+                    janus,
+                    room,
+                    &format!("lg{i}"),
+                    i < publishers,
+                    shared.clone(),
+                    args.ice_local_ip.clone(),
+                )
+                .await
+                {
+                    Ok(p) => joined.push(p),
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!("participant {i} could not join Janus: {e:#}");
+                    }
+                }
+                progress(&format!(
+                    "joining Janus {}/{}",
+                    joined.len(),
+                    args.participants
+                ));
+            }
+            let feeds: Vec<u64> = joined.iter().filter_map(|p| p.feed).collect();
+            for (i, p) in joined.iter().enumerate() {
+                let others: Vec<u64> = feeds
+                    .iter()
+                    .copied()
+                    .filter(|f| Some(*f) != p.feed)
+                    .collect();
+                if let Err(e) = p.subscribe(&others).await {
+                    failures += 1;
+                    tracing::warn!("participant {i} could not subscribe on Janus: {e:#}");
+                }
+                progress(&format!("subscribing on Janus {}/{}", i + 1, joined.len()));
+            }
+            peers.extend(joined.into_iter().map(Participant::Janus));
+        }
     }
     if peers.is_empty() {
         bail!("nobody could join ({failures} failures)");
     }
-    let ids: Vec<ParticipantId> = peers.iter().map(|p| p.id.clone()).collect();
+    let ids: Vec<ParticipantId> = peers.iter().map(|p| p.id().clone()).collect();
     if kind == Kind::LargeMeeting {
         // Each shows the next `visible` participants, so every publisher is watched.
         for (i, p) in peers.iter().enumerate() {
             let shown: Vec<ParticipantId> = (1..=args.visible.min(ids.len() - 1))
                 .map(|k| ids[(i + k) % ids.len()].clone())
                 .collect();
-            p.set_visible(Some(shown));
+            if let Participant::Ours(p) = p {
+                p.set_visible(Some(shown));
+            }
         }
     }
     let rotate = |round: usize| {
@@ -301,6 +405,7 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
         ));
     }
     let before = totals(&peers);
+    let start_stats: Vec<PeerStats> = peers.iter().map(|p| p.stats()).collect();
     let cpu0 = args.server_pid.map(sample_process).transpose()?;
     let t0 = Instant::now();
     let mut round = 0;
@@ -342,8 +447,10 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
     let bytes = (after.0.bytes + after.1.bytes) - (before.0.bytes + before.1.bytes);
     // Join → first frame: for each participant, the first keyframe from
     // someone who was already publishing when it joined.
-    let joined_at: BTreeMap<ParticipantId, Instant> =
-        peers.iter().map(|p| (p.id.clone(), p.joined_at)).collect();
+    let joined_at: BTreeMap<ParticipantId, Instant> = peers
+        .iter()
+        .map(|p| (p.id().clone(), p.joined_at()))
+        .collect();
     let mut first_frames: Vec<u64> = Vec::new();
     let mut no_frame = 0;
     let (mut video_streams, mut audio_streams, mut jitter_sum, mut jitter_n) =
@@ -351,9 +458,9 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
     for p in &peers {
         let s = p.stats();
         let earlier =
-            |remote: &ParticipantId| joined_at.get(remote).is_some_and(|t| *t < p.joined_at);
+            |remote: &ParticipantId| joined_at.get(remote).is_some_and(|t| *t < p.joined_at());
         // Someone publishing joined before: a frame is expected.
-        let expects = publishers > 0 && peers.iter().any(|q| q.joined_at < p.joined_at);
+        let expects = publishers > 0 && peers.iter().any(|q| q.joined_at() < p.joined_at());
         let first = s
             .remote
             .iter()
@@ -365,13 +472,17 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
             None if expects => no_frame += 1,
             None => {}
         }
-        for r in s.remote.values() {
-            if r.video_rtp.packets > 0 {
+        // Streams that delivered packets during the measured window.
+        let at_start = &start_stats[peers.iter().position(|q| q.id() == p.id()).unwrap_or(0)];
+        for (remote, r) in &s.remote {
+            let earlier = at_start.remote.get(remote);
+            let moved = |now: u64, then: Option<u64>| now > then.unwrap_or(0);
+            if moved(r.video_rtp.packets, earlier.map(|e| e.video_rtp.packets)) {
                 video_streams += 1;
                 jitter_sum += r.video_rtp.jitter_ms;
                 jitter_n += 1;
             }
-            if r.audio_rtp.packets > 0 {
+            if moved(r.audio_rtp.packets, earlier.map(|e| e.audio_rtp.packets)) {
                 audio_streams += 1;
             }
         }

@@ -22,7 +22,7 @@ pub enum VideoCodec {
 /// What a source shows and plays.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
-    /// Solid colour 0xRRGGBB, or `None` for a moving ball (real motion, real bitrate).
+    /// Solid colour 0xRRGGBB, or `None` for noise (the full bitrate, as a camera).
     pub color: Option<u32>,
     /// Tone, Hz.
     pub freq: f64,
@@ -170,10 +170,12 @@ fn add_chain(
 
 /// One publisher's payloader and its m-line, fed from a shared tee once the
 /// answer has arrived (webrtcbin holds unnegotiated pads, which would stall
-/// every publisher of the shared encoder).
+/// every publisher of the shared encoder). A small leaky queue in front of
+/// the payloader keeps any one publisher from ever stalling the encoder.
 #[derive(Debug)]
 pub struct PublishBranch {
     tee: gst::Element,
+    queue: gst::Element,
     payloader: gst::Element,
     tee_pad: Option<gst::Pad>,
 }
@@ -250,9 +252,19 @@ impl PublishBranch {
             });
         }
         src.link(&sink_pad)?;
+        let queue = gst::ElementFactory::make("queue")
+            .property_from_str("leaky", "downstream")
+            .property("max-size-buffers", 0u32)
+            .property("max-size-bytes", 0u32)
+            .property("max-size-time", 200_000_000u64)
+            .build()?;
+        pipeline.add(&queue)?;
+        queue.link(&payloader)?;
         payloader.sync_state_with_parent()?;
+        queue.sync_state_with_parent()?;
         Ok(Self {
             tee: tee.clone(),
+            queue,
             payloader,
             tee_pad: None,
         })
@@ -268,9 +280,9 @@ impl PublishBranch {
             .request_pad_simple("src_%u")
             .ok_or_else(|| anyhow!("tee src pad"))?;
         let sink = self
-            .payloader
+            .queue
             .static_pad("sink")
-            .ok_or_else(|| anyhow!("payloader sink"))?;
+            .ok_or_else(|| anyhow!("queue sink"))?;
         pad.link(&sink)?;
         self.tee_pad = Some(pad);
         Ok(())
@@ -281,8 +293,10 @@ impl PublishBranch {
         if let Some(pad) = self.tee_pad.take() {
             self.tee.release_request_pad(&pad);
         }
-        let _ = self.payloader.set_state(gst::State::Null);
-        let _ = pipeline.remove(&self.payloader);
+        for e in [&self.queue, &self.payloader] {
+            let _ = e.set_state(gst::State::Null);
+            let _ = pipeline.remove(e);
+        }
     }
 }
 

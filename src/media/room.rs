@@ -553,6 +553,17 @@ impl Inner {
         if bin.has_property("latency") {
             bin.set_property("latency", 50u32);
         }
+        // webrtcbin paces every input through `clocksync sync=true`. Forwarded
+        // packets are already on time (they come out of the publisher's
+        // jitterbuffer), so the clock wait per packet per subscriber is pure
+        // overhead.
+        bin.connect("deep-element-added", false, |values| {
+            let element = values.get(2).and_then(|v| v.get::<gst::Element>().ok())?;
+            if element.factory().is_some_and(|f| f.name() == "clocksync") {
+                element.set_property("sync", false);
+            }
+            None
+        });
         let events = self.events.clone();
         let owner = pid.clone();
         let public_ip: Option<IpAddr> = self.ice.public_ip;
