@@ -26,7 +26,7 @@ pub enum Command {
     /// Run the server (REST API, signaling, media, web client).
     Serve(Box<ServeArgs>),
     /// Synthetic participants on GStreamer, for tests and load.
-    Loadgen(crate::loadgen::LoadgenArgs),
+    Loadgen(Box<crate::loadgen::LoadgenArgs>),
 }
 
 /// Flags of `roomcast serve`; every one also reads a `ROOMCAST_*` variable.

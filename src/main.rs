@@ -23,7 +23,7 @@ fn main() -> std::process::ExitCode {
         },
         Command::Loadgen(args) => {
             roomcast::server::init_logging(roomcast::config::LogFormat::Text);
-            runtime.block_on(roomcast::loadgen::run(args))
+            runtime.block_on(roomcast::loadgen::run(*args))
         }
     };
     match result {

@@ -88,6 +88,27 @@ pub struct RoomRecord {
     pub created_at: String,
     /// RFC 3339 time it was closed, if it was.
     pub closed_at: Option<String>,
+    /// Unix time after which the current invite link stops working.
+    pub invite_expires_at: Option<u64>,
+    /// Address of an anonymous creator (public creation), for the per-address cap.
+    pub creator_addr: Option<String>,
+}
+
+/// One line of a room's moderation log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEvent {
+    /// Sequence number.
+    pub id: i64,
+    /// RFC 3339 time.
+    pub at: String,
+    /// `admin`, `host:p_…` or `system`.
+    pub actor: String,
+    /// What happened (`room_locked`, `participant_removed`, …).
+    pub action: String,
+    /// Whom it concerned (a participant id), if anyone.
+    pub target: Option<String>,
+    /// Details (JSON).
+    pub detail: serde_json::Value,
 }
 
 /// Current time in RFC 3339 (UTC, seconds).

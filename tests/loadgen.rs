@@ -32,6 +32,11 @@ async fn five_person_meeting_has_no_loss() {
     println!("{}\n{}", scenario::TABLE_HEADER, scenario::table_row(&r));
     assert_eq!(r.joined, 5);
     assert_eq!(r.loss_pct, 0.0, "no loss on loopback");
+    assert!(
+        r.video_delivery_pct.is_some_and(|d| d >= 99.0),
+        "every published video packet reaches the 4 others: {:?}",
+        r.video_delivery_pct
+    );
     // Everyone receives the video and audio of the 4 others.
     assert_eq!(r.video_streams_per_participant, 4.0);
     assert_eq!(r.audio_streams_per_participant, 4.0);

@@ -375,6 +375,8 @@ impl Control {
             invite_generation: 0,
             created_at: now_rfc3339(),
             closed_at: None,
+            invite_expires_at: None,
+            creator_addr: None,
         };
         self.inner.store.insert_room(&record)?;
         tracing::info!(room = %record.id, "room created");

@@ -1035,6 +1035,8 @@ mod tests {
             invite_generation: 1,
             created_at: now_rfc3339(),
             closed_at: None,
+            invite_expires_at: None,
+            creator_addr: None,
         }
     }
 

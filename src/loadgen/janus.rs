@@ -371,6 +371,11 @@ impl JanusPeer {
         lock(&self.media.stats).clone()
     }
 
+    /// RTP packets published so far: (video, audio).
+    pub fn sent(&self) -> (u64, u64) {
+        self.media.sent()
+    }
+
     /// Changes the audio level sent.
     pub fn set_level(&self, level: u8) {
         self.media.set_level(level);

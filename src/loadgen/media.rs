@@ -4,7 +4,7 @@
 //! what was seen, per remote participant.
 
 use super::counting::{StreamCounter, is_keyframe};
-use super::source::{EncodedSource, PublishBranch, SourceSpec};
+use super::source::{EncodedSource, PublishBranch, SentCounters, SourceSpec};
 use crate::ids::ParticipantId;
 use crate::media::{MediaError, ice, peer as sdp_ops};
 use crate::signaling::PcKind;
@@ -157,6 +157,8 @@ pub struct PeerMedia {
     owned: OwnedRef,
     mids: Arc<Mutex<HashMap<String, ParticipantId>>>,
     level: Arc<AtomicU8>,
+    /// RTP packets published.
+    pub sent: SentCounters,
     /// What was received.
     pub stats: Shared,
 }
@@ -274,6 +276,7 @@ impl PeerMedia {
                 .unwrap_or(127),
         ));
         let mut publish = None;
+        let sent = SentCounters::default();
         if let Some(source) = &source {
             let bin = new_webrtcbin(
                 &format!("pub_{name}"),
@@ -282,7 +285,8 @@ impl PeerMedia {
                 candidates,
             )?;
             pipeline.add(&bin)?;
-            let branches = PublishBranch::prepare_all(&pipeline, &bin, source, level.clone())?;
+            let branches =
+                PublishBranch::prepare_all(&pipeline, &bin, source, level.clone(), &sent)?;
             bin.sync_state_with_parent()?;
             let mut o = owned.lock().unwrap_or_else(|p| p.into_inner());
             o.branches = branches;
@@ -301,6 +305,7 @@ impl PeerMedia {
             owned,
             mids,
             level,
+            sent,
             stats,
         })
     }
@@ -354,6 +359,14 @@ impl PeerMedia {
         if let Some(bin) = bin {
             sdp_ops::add_candidate(bin, mline, candidate);
         }
+    }
+
+    /// RTP packets published so far: (video, audio).
+    pub fn sent(&self) -> (u64, u64) {
+        (
+            self.sent.video.load(Ordering::Relaxed),
+            self.sent.audio.load(Ordering::Relaxed),
+        )
     }
 
     /// Changes the RFC 6464 level sent with the audio (0 loudest, 127 silence).

@@ -229,6 +229,11 @@ impl TestPeer {
         self.media.set_level(level);
     }
 
+    /// RTP packets published so far: (video, audio).
+    pub fn sent(&self) -> (u64, u64) {
+        self.media.sent()
+    }
+
     /// A copy of what was seen so far.
     pub fn stats(&self) -> PeerStats {
         lock(&self.media.stats).clone()

@@ -93,6 +93,13 @@ impl Participant {
         }
     }
 
+    fn sent(&self) -> (u64, u64) {
+        match self {
+            Participant::Ours(p) => p.sent(),
+            Participant::Janus(p) => p.sent(),
+        }
+    }
+
     fn set_level(&self, level: u8) {
         match self {
             Participant::Ours(p) => p.set_level(level),
@@ -193,8 +200,11 @@ pub struct Report {
     pub mbit_per_s: f64,
     /// Packets received per second of server CPU.
     pub packets_per_cpu_s: Option<f64>,
-    /// Packet loss, percent.
+    /// Packet loss, percent (sequence gaps at the receivers).
     pub loss_pct: f64,
+    /// Video packets received ÷ video packets published × receivers of each,
+    /// percent: below 100 when the server (or the machine) cannot keep up.
+    pub video_delivery_pct: Option<f64>,
     /// Mean interarrival jitter of video streams, ms.
     pub jitter_ms: f64,
     /// Join → first remote keyframe, 50th percentile, ms.
@@ -404,6 +414,7 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
             a.packets
         ));
     }
+    let sent_before: u64 = peers.iter().map(|p| p.sent().0).sum();
     let before = totals(&peers);
     let start_stats: Vec<PeerStats> = peers.iter().map(|p| p.stats()).collect();
     let cpu0 = args.server_pid.map(sample_process).transpose()?;
@@ -438,6 +449,7 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
         ));
     }
     let seconds = t0.elapsed().as_secs_f64();
+    let sent_after: u64 = peers.iter().map(|p| p.sent().0).sum();
     let after = totals(&peers);
     let cpu1 = args.server_pid.map(sample_process).transpose()?;
     let _ = writeln!(std::io::stderr());
@@ -493,6 +505,13 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
         _ => None,
     };
     let n = peers.len() as f64;
+    // Each published video is meant for this many receivers.
+    let watchers = match kind {
+        Kind::LargeMeeting => args.visible.min(peers.len().saturating_sub(1)),
+        _ => peers.len().saturating_sub(1),
+    } as f64;
+    let video_expected = (sent_after - sent_before) as f64 * watchers;
+    let video_received = (after.0.packets - before.0.packets) as f64;
     let report = Report {
         label: args.label.clone(),
         scenario: kind,
@@ -517,6 +536,8 @@ pub async fn run(kind: Kind, args: &ScenarioArgs) -> anyhow::Result<Report> {
         } else {
             0.0
         },
+        video_delivery_pct: (video_expected > 0.0)
+            .then(|| (video_received / video_expected * 100.0).min(100.0)),
         jitter_ms: if jitter_n > 0 {
             jitter_sum / jitter_n as f64
         } else {
@@ -547,7 +568,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// The report as a markdown table row (see [`TABLE_HEADER`]).
 pub fn table_row(r: &Report) -> String {
     format!(
-        "| {} | {:?} | {}/{} | {} | {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.1} | {} / {} | {:.1} v + {:.1} a |",
+        "| {} | {:?} | {}/{} | {} | {} | {} | {} | {} | {:.0} | {} | {:.2} | {} | {:.1} | {} / {} | {:.1} v + {:.1} a |",
         r.label,
         r.scenario,
         r.joined,
@@ -560,6 +581,7 @@ pub fn table_row(r: &Report) -> String {
         r.packets_per_s,
         opt(r.packets_per_cpu_s, 0),
         r.loss_pct,
+        opt(r.video_delivery_pct, 1),
         r.jitter_ms,
         r.first_frame_p50_ms
             .map(|v| v.to_string())
@@ -573,7 +595,7 @@ pub fn table_row(r: &Report) -> String {
 }
 
 /// Header of [`table_row`].
-pub const TABLE_HEADER: &str = "| server | scenario | joined | server CPU % (1 core) | RSS MiB | RSS/participant MiB | threads | threads/participant | packets/s received | packets per CPU-s | loss % | jitter ms | first frame p50 / p95 ms | streams received each |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| server | scenario | joined | server CPU % (1 core) | RSS MiB | RSS/participant MiB | threads | threads/participant | packets/s received | packets per CPU-s | loss % | video delivered % | jitter ms | first frame p50 / p95 ms | streams received each |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// Collected rows, printed as one table.
 pub fn print_table(reports: &[Report]) {

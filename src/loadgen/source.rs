@@ -7,7 +7,16 @@ use anyhow::{Context, anyhow};
 use gst::prelude::*;
 use gst_webrtc::{WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+/// RTP packets a publisher sent, per kind.
+#[derive(Debug, Clone, Default)]
+pub struct SentCounters {
+    /// Video packets.
+    pub video: Arc<AtomicU64>,
+    /// Audio packets.
+    pub audio: Arc<AtomicU64>,
+}
 
 /// Video codec a synthetic publisher sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -192,6 +201,7 @@ impl PublishBranch {
         webrtcbin: &gst::Element,
         source: &EncodedSource,
         level: Arc<AtomicU8>,
+        sent: &SentCounters,
     ) -> anyhow::Result<Vec<PublishBranch>> {
         let (vpay, vcaps) = match source.codec {
             VideoCodec::Vp8 => (
@@ -203,7 +213,15 @@ impl PublishBranch {
                 "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,packetization-mode=(string)1",
             ),
         };
-        let video = Self::prepare(pipeline, webrtcbin, &source.video_tee, vpay, vcaps, None)?;
+        let video = Self::prepare(
+            pipeline,
+            webrtcbin,
+            &source.video_tee,
+            vpay,
+            vcaps,
+            None,
+            sent.video.clone(),
+        )?;
         let acaps = format!(
             "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2,extmap-{AUDIO_LEVEL_ID}=(string){}",
             audio_level::URI
@@ -215,6 +233,7 @@ impl PublishBranch {
             "rtpopuspay pt=111 auto-header-extension=false",
             &acaps,
             Some(level),
+            sent.audio.clone(),
         )?;
         Ok(vec![video, audio])
     }
@@ -226,6 +245,7 @@ impl PublishBranch {
         payloader: &str,
         caps: &str,
         level: Option<Arc<AtomicU8>>,
+        sent: Arc<AtomicU64>,
     ) -> anyhow::Result<Self> {
         let ssrc: u32 = rand::random::<u32>() | 1;
         let payloader = gst::parse::launch(&format!("{payloader} ssrc={ssrc}"))?;
@@ -242,15 +262,29 @@ impl PublishBranch {
         let src = payloader
             .static_pad("src")
             .ok_or_else(|| anyhow!("payloader src"))?;
-        if let Some(level) = level {
-            src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
-                    let l = level.load(Ordering::Relaxed);
-                    add_level(buffer, l);
+        // Payloaders push single buffers or lists (rtpvp8pay): count and tag both.
+        src.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, info| {
+                let tag = |buffer: &mut gst::Buffer| {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if let Some(level) = &level {
+                        add_level(buffer, level.load(Ordering::Relaxed));
+                    }
+                };
+                match &mut info.data {
+                    Some(gst::PadProbeData::Buffer(buffer)) => tag(buffer),
+                    Some(gst::PadProbeData::BufferList(list)) => {
+                        list.make_mut().foreach_mut(|mut b, _| {
+                            tag(&mut b);
+                            std::ops::ControlFlow::Continue(Some(b))
+                        });
+                    }
+                    _ => {}
                 }
                 gst::PadProbeReturn::Ok
-            });
-        }
+            },
+        );
         src.link(&sink_pad)?;
         let queue = gst::ElementFactory::make("queue")
             .property_from_str("leaky", "downstream")

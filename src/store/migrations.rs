@@ -25,6 +25,25 @@ const MIGRATIONS: &[&str] = &[
         room_id TEXT NOT NULL,
         expires_at INTEGER NOT NULL
      );",
+    // 2: invite expiry, who created a room, bans, the moderation audit log.
+    "ALTER TABLE rooms ADD COLUMN invite_expires_at INTEGER;
+     ALTER TABLE rooms ADD COLUMN creator_addr TEXT;
+     CREATE TABLE bans (
+        room_id TEXT NOT NULL,
+        device TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (room_id, device)
+     );
+     CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        room_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        detail TEXT
+     );
+     CREATE INDEX events_room ON events (room_id, id);",
 ];
 
 /// Applies every migration the database has not seen, each in its own transaction.

@@ -46,7 +46,7 @@ fn mode_str(m: RoomMode) -> &'static str {
 }
 
 const ROOM_COLUMNS: &str = "id, name, max_participants, visibility, lobby, mode, locked, \
-     invites_enabled, invite_generation, created_at, closed_at";
+     invites_enabled, invite_generation, created_at, closed_at, invite_expires_at, creator_addr";
 
 fn room_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<RoomRecord>> {
     let id: String = row.get(0)?;
@@ -77,6 +77,8 @@ fn room_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<RoomRe
         invite_generation: row.get(8)?,
         created_at: row.get(9)?,
         closed_at: row.get(10)?,
+        invite_expires_at: row.get::<_, Option<i64>>(11)?.map(|v| v.max(0) as u64),
+        creator_addr: row.get(12)?,
     }))
 }
 
@@ -135,8 +137,9 @@ impl Store {
     pub fn insert_room(&self, r: &RoomRecord) -> StoreResult<()> {
         self.write_room(
             "INSERT INTO rooms (id, name, max_participants, visibility, lobby, mode, locked, \
-             invites_enabled, invite_generation, created_at, closed_at) VALUES (:id, :name, :max, \
-             :visibility, :lobby, :mode, :locked, :invites, :generation, :created, :closed)",
+             invites_enabled, invite_generation, created_at, closed_at, invite_expires_at, creator_addr) \
+             VALUES (:id, :name, :max, :visibility, :lobby, :mode, :locked, :invites, :generation, \
+             :created, :closed, :expires, :creator)",
             r,
         )
     }
@@ -146,7 +149,8 @@ impl Store {
         self.write_room(
             "UPDATE rooms SET name = :name, max_participants = :max, visibility = :visibility, \
              lobby = :lobby, mode = :mode, locked = :locked, invites_enabled = :invites, \
-             invite_generation = :generation, created_at = :created, closed_at = :closed WHERE id = :id",
+             invite_generation = :generation, created_at = :created, closed_at = :closed, \
+             invite_expires_at = :expires, creator_addr = :creator WHERE id = :id",
             r,
         )
     }
@@ -168,6 +172,8 @@ impl Store {
                     ":generation": r.invite_generation,
                     ":created": r.created_at,
                     ":closed": r.closed_at,
+                    ":expires": r.invite_expires_at.map(|v| v as i64),
+                    ":creator": r.creator_addr,
                 },
             )?;
             Ok(())
@@ -199,6 +205,96 @@ impl Store {
             for row in rows {
                 out.push(row??);
             }
+            Ok(out)
+        })
+    }
+
+    /// Open rooms created anonymously from `addr`.
+    pub fn open_rooms_from(&self, addr: &str) -> StoreResult<usize> {
+        self.with(|c| {
+            let n: i64 = c.query_row(
+                "SELECT COUNT(*) FROM rooms WHERE closed_at IS NULL AND creator_addr = ?1",
+                params![addr],
+                |r| r.get(0),
+            )?;
+            Ok(n as usize)
+        })
+    }
+
+    /// Bars `device` (a browser) from `room`.
+    pub fn ban(&self, room: &RoomId, device: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO bans (room_id, device, at) VALUES (?1, ?2, ?3)",
+                params![room.as_str(), device, crate::model::now_rfc3339()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Whether `device` is barred from `room`.
+    pub fn is_banned(&self, room: &RoomId, device: &str) -> StoreResult<bool> {
+        self.with(|c| {
+            let n: i64 = c.query_row(
+                "SELECT COUNT(*) FROM bans WHERE room_id = ?1 AND device = ?2",
+                params![room.as_str(), device],
+                |r| r.get(0),
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Appends to a room's moderation log.
+    pub fn add_event(
+        &self,
+        room: &RoomId,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        detail: &serde_json::Value,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO events (room_id, at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    room.as_str(),
+                    crate::model::now_rfc3339(),
+                    actor,
+                    action,
+                    target,
+                    detail.to_string()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A room's moderation log, oldest first (at most `limit` of the latest).
+    pub fn events(
+        &self,
+        room: &RoomId,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::model::AuditEvent>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, at, actor, action, target, detail FROM events WHERE room_id = ?1 \
+                 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![room.as_str(), limit as i64], |r| {
+                let detail: Option<String> = r.get(5)?;
+                Ok(crate::model::AuditEvent {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    detail: detail
+                        .and_then(|d| serde_json::from_str(&d).ok())
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            })?;
+            let mut out: Vec<_> = rows.collect::<Result<_, _>>()?;
+            out.reverse();
             Ok(out)
         })
     }
@@ -255,6 +351,8 @@ mod tests {
             invite_generation: 0,
             created_at: now_rfc3339(),
             closed_at: None,
+            invite_expires_at: None,
+            creator_addr: None,
         }
     }
 
@@ -269,6 +367,46 @@ mod tests {
         s.update_room(&r).unwrap();
         assert_eq!(s.get_room(&r.id).unwrap(), Some(r.clone()));
         assert!(s.open_rooms().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bans_events_and_creator_counts() {
+        let s = Store::open_in_memory().unwrap();
+        let mut r = room("Mod");
+        r.creator_addr = Some("10.0.0.1".into());
+        r.invite_expires_at = Some(99);
+        s.insert_room(&r).unwrap();
+        assert_eq!(
+            s.get_room(&r.id).unwrap().unwrap().invite_expires_at,
+            Some(99)
+        );
+        assert_eq!(s.open_rooms_from("10.0.0.1").unwrap(), 1);
+        assert_eq!(s.open_rooms_from("10.0.0.2").unwrap(), 0);
+        assert!(!s.is_banned(&r.id, "dev1").unwrap());
+        s.ban(&r.id, "dev1").unwrap();
+        assert!(s.is_banned(&r.id, "dev1").unwrap());
+        s.add_event(
+            &r.id,
+            "admin",
+            "room_locked",
+            None,
+            &serde_json::json!({"locked": true}),
+        )
+        .unwrap();
+        s.add_event(
+            &r.id,
+            "host:p_x",
+            "participant_removed",
+            Some("p_y"),
+            &serde_json::json!({"ban": true}),
+        )
+        .unwrap();
+        let ev = s.events(&r.id, 10).unwrap();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].action, "room_locked");
+        assert_eq!(ev[1].target.as_deref(), Some("p_y"));
+        assert_eq!(ev[1].detail["ban"], true);
+        assert_eq!(s.events(&r.id, 1).unwrap()[0].action, "participant_removed");
     }
 
     #[test]
