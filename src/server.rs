@@ -93,13 +93,16 @@ fn demo_room(control: &Control) -> anyhow::Result<crate::control::RoomView> {
     if let Some(room) = control.list_rooms().into_iter().find(|r| r.name == NAME) {
         return Ok(room);
     }
-    Ok(control.create_room(crate::control::CreateRoom {
-        name: NAME.to_owned(),
-        max_participants: None,
-        visibility: None,
-        lobby: None,
-        mode: None,
-    })?)
+    Ok(control.create_room(
+        crate::control::CreateRoom {
+            name: NAME.to_owned(),
+            max_participants: None,
+            visibility: None,
+            lobby: None,
+            mode: None,
+        },
+        None,
+    )?)
 }
 
 /// Runs `roomcast serve` until SIGINT/SIGTERM.

@@ -62,6 +62,12 @@ pub enum ControlError {
     /// The media plane failed.
     #[error("media error: {0}")]
     Media(String),
+    /// This browser was barred from the room.
+    #[error("you were removed from this room")]
+    Banned,
+    /// Too many requests or rooms from one address.
+    #[error("{0}")]
+    RateLimited(String),
 }
 
 impl ControlError {
@@ -77,6 +83,8 @@ impl ControlError {
             ControlError::Invalid(_) => "invalid_request",
             ControlError::Store(_) => "internal",
             ControlError::Media(_) => "media_error",
+            ControlError::Banned => "banned",
+            ControlError::RateLimited(_) => "rate_limited",
         }
     }
 }
@@ -85,6 +93,80 @@ impl From<TokenError> for ControlError {
     fn from(e: TokenError) -> Self {
         ControlError::Unauthorized(e.to_string())
     }
+}
+
+/// Who did something (for the audit log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The admin API.
+    Admin,
+    /// A host, through the signaling.
+    Host(ParticipantId),
+    /// The server itself (timeouts).
+    System,
+}
+
+impl Actor {
+    /// `admin`, `host:p_…`, `system`.
+    pub fn label(&self) -> String {
+        match self {
+            Actor::Admin => "admin".into(),
+            Actor::Host(p) => format!("host:{p}"),
+            Actor::System => "system".into(),
+        }
+    }
+}
+
+/// Makes a room's links from the server's public URL and signing key.
+#[derive(Debug, Clone)]
+pub struct Links {
+    public_url: String,
+    signer: TokenSigner,
+}
+
+impl Links {
+    fn link_url(&self, id: &RoomId, token: &str) -> String {
+        format!("{}/r/{}#t={}", self.public_url, id, token)
+    }
+
+    /// The current invite link (guests).
+    pub fn invite(&self, r: &RoomRecord) -> String {
+        self.link_url(
+            &r.id,
+            &self
+                .signer
+                .link(&r.id, Role::Guest, r.invite_generation, r.invite_expires_at),
+        )
+    }
+
+    /// The host link.
+    pub fn host(&self, r: &RoomRecord) -> String {
+        self.link_url(&r.id, &self.signer.link(&r.id, Role::Host, 0, None))
+    }
+}
+
+/// Anonymous room creation: open rooms one address may have at once.
+pub const MAX_ROOMS_PER_ADDRESS: usize = 10;
+/// Longest invite link lifetime, seconds (a year).
+pub const MAX_INVITE_TTL: u64 = 365 * 24 * 3600;
+
+/// Body of `POST /api/v1/rooms/{id}/invite` (optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RotateInvite {
+    /// The new invite link stops working after this many seconds.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// Body of `POST /api/v1/rooms/{id}/participants/{pid}/mute`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MuteRequest {
+    /// Stop (true) or resume (false) forwarding the audio.
+    #[serde(default)]
+    pub audio: Option<bool>,
+    /// Stop (true) or resume (false) forwarding the video.
+    #[serde(default)]
+    pub video: Option<bool>,
 }
 
 /// Body of `POST /api/v1/rooms`.
@@ -195,6 +277,7 @@ pub struct Joined {
 struct Inner {
     store: Arc<Store>,
     signer: TokenSigner,
+    links: Links,
     settings: ControlSettings,
     rooms: Mutex<HashMap<RoomId, RoomHandle>>,
     next_seq: std::sync::atomic::AtomicU64,
@@ -262,10 +345,15 @@ impl Control {
         if purged > 0 {
             tracing::debug!(purged, "expired revocations dropped");
         }
+        let links = Links {
+            public_url: settings.public_url.clone(),
+            signer: signer.clone(),
+        };
         let control = Self {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 signer,
+                links,
                 settings,
                 rooms: Mutex::new(HashMap::new()),
                 next_seq: std::sync::atomic::AtomicU64::new(0),
@@ -311,6 +399,7 @@ impl Control {
                 ice: self.inner.settings.ice.clone(),
                 empty_timeout: self.inner.settings.empty_timeout,
                 audio_last_n: self.inner.settings.audio_last_n,
+                links: self.inner.links.clone(),
                 on_closed,
             },
         );
@@ -330,17 +419,12 @@ impl Control {
         }
     }
 
-    fn url(&self, id: &RoomId, token: &str) -> String {
-        format!("{}/r/{}#t={}", self.inner.settings.public_url, id, token)
-    }
-
     fn view(
         &self,
         record: &RoomRecord,
         participants: &[ParticipantInfo],
         with_list: bool,
     ) -> RoomView {
-        let signer = &self.inner.signer;
         RoomView {
             id: record.id.clone(),
             name: record.name.clone(),
@@ -352,17 +436,27 @@ impl Control {
             invites_enabled: record.invites_enabled,
             participant_count: participants.len(),
             created_at: record.created_at.clone(),
-            invite_url: self.url(
-                &record.id,
-                &signer.link(&record.id, Role::Guest, record.invite_generation),
-            ),
-            host_url: self.url(&record.id, &signer.link(&record.id, Role::Host, 0)),
+            invite_url: self.inner.links.invite(record),
+            host_url: self.inner.links.host(record),
             participants: with_list.then(|| participants.to_vec()),
         }
     }
 
-    /// Creates a room.
-    pub fn create_room(&self, req: CreateRoom) -> Result<RoomView, ControlError> {
+    /// Creates a room. `creator` is the address of an anonymous creator
+    /// (public creation), who may have at most [`MAX_ROOMS_PER_ADDRESS`] open.
+    pub fn create_room(
+        &self,
+        req: CreateRoom,
+        creator: Option<std::net::IpAddr>,
+    ) -> Result<RoomView, ControlError> {
+        let creator_addr = creator.map(|a| a.to_string());
+        if let Some(addr) = &creator_addr
+            && self.inner.store.open_rooms_from(addr)? >= MAX_ROOMS_PER_ADDRESS
+        {
+            return Err(ControlError::RateLimited(format!(
+                "at most {MAX_ROOMS_PER_ADDRESS} open rooms per address; close one first"
+            )));
+        }
         let record = RoomRecord {
             id: RoomId::generate(),
             name: check_name(&req.name)?,
@@ -376,9 +470,17 @@ impl Control {
             created_at: now_rfc3339(),
             closed_at: None,
             invite_expires_at: None,
-            creator_addr: None,
+            creator_addr,
         };
         self.inner.store.insert_room(&record)?;
+        let actor = if creator.is_some() { "public" } else { "admin" };
+        self.inner.store.add_event(
+            &record.id,
+            actor,
+            "room_created",
+            None,
+            &serde_json::json!({"name": record.name}),
+        )?;
         tracing::info!(room = %record.id, "room created");
         self.spawn_room(record.clone());
         Ok(self.view(&record, &[], false))
@@ -427,11 +529,31 @@ impl Control {
             .participants)
     }
 
+    /// Sends a command built around a reply channel and waits for the answer.
+    async fn ask<T>(
+        &self,
+        id: &RoomId,
+        make: impl FnOnce(oneshot::Sender<Result<T, ControlError>>) -> Command,
+    ) -> Result<T, ControlError> {
+        let handle = self.handle(id).map_err(hide_closed)?;
+        let (tx, rx) = oneshot::channel();
+        handle.send(make(tx))?;
+        rx.await.map_err(|_| ControlError::NotFound("room"))?
+    }
+
+    fn room_view(&self, id: &RoomId) -> Result<RoomView, ControlError> {
+        self.get_room(id).map(|mut v| {
+            v.participants = None;
+            v
+        })
+    }
+
     /// Changes settings.
     pub async fn update_room(
         &self,
         id: &RoomId,
         mut patch: PatchRoom,
+        actor: Actor,
     ) -> Result<RoomView, ControlError> {
         if let Some(n) = &patch.name {
             patch.name = Some(check_name(n)?);
@@ -439,52 +561,133 @@ impl Control {
         if let Some(m) = patch.max_participants {
             check_max(m)?;
         }
-        let handle = self.handle(id).map_err(hide_closed)?;
-        let (tx, rx) = oneshot::channel();
-        handle.send(Command::Update { patch, reply: tx })?;
-        rx.await.map_err(|_| ControlError::NotFound("room"))??;
-        self.get_room(id).map(|mut v| {
-            v.participants = None;
-            v
+        self.ask(id, |reply| Command::Update {
+            patch,
+            actor,
+            reply,
         })
+        .await?;
+        self.room_view(id)
     }
 
     /// Issues a new invite link; all older ones stop working.
-    pub async fn rotate_invite(&self, id: &RoomId) -> Result<RoomView, ControlError> {
-        let handle = self.handle(id).map_err(hide_closed)?;
-        let (tx, rx) = oneshot::channel();
-        handle.send(Command::RotateInvite { reply: tx })?;
-        rx.await.map_err(|_| ControlError::NotFound("room"))??;
-        self.get_room(id).map(|mut v| {
-            v.participants = None;
-            v
+    pub async fn rotate_invite(
+        &self,
+        id: &RoomId,
+        expires_in: Option<u64>,
+        actor: Actor,
+    ) -> Result<RoomView, ControlError> {
+        if expires_in.is_some_and(|s| s == 0 || s > MAX_INVITE_TTL) {
+            return Err(ControlError::Invalid(format!(
+                "expires_in must be 1..={MAX_INVITE_TTL} seconds"
+            )));
+        }
+        self.ask(id, |reply| Command::RotateInvite {
+            expires_in,
+            actor,
+            reply,
         })
+        .await?;
+        self.room_view(id)
     }
 
     /// Closes a room: everyone is disconnected, links stop working.
-    pub async fn close_room(&self, id: &RoomId) -> Result<(), ControlError> {
+    pub async fn close_room(&self, id: &RoomId, actor: Actor) -> Result<(), ControlError> {
         let handle = self.handle(id).map_err(hide_closed)?;
         let (tx, rx) = oneshot::channel();
-        handle.send(Command::Close { reply: Some(tx) })?;
+        handle.send(Command::Close {
+            actor,
+            reply: Some(tx),
+        })?;
         // The actor answers once everyone was told and the room is stored closed.
         let _ = rx.await;
         self.rooms().remove(id);
         Ok(())
     }
 
-    /// Removes a participant (revoking its session).
+    /// Removes a participant (revoking its session); `ban` bars its browser.
     pub async fn remove_participant(
         &self,
         id: &RoomId,
         pid: &ParticipantId,
+        ban: bool,
+        actor: Actor,
     ) -> Result<(), ControlError> {
-        let handle = self.handle(id).map_err(hide_closed)?;
-        let (tx, rx) = oneshot::channel();
-        handle.send(Command::Remove {
-            participant: pid.clone(),
-            reply: tx,
-        })?;
-        rx.await.map_err(|_| ControlError::NotFound("room"))?
+        let participant = pid.clone();
+        self.ask(id, |reply| Command::Remove {
+            participant,
+            ban,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops (true) or resumes (false) forwarding a participant's audio/video.
+    pub async fn mute_participant(
+        &self,
+        id: &RoomId,
+        pid: &ParticipantId,
+        m: MuteRequest,
+        actor: Actor,
+    ) -> Result<(), ControlError> {
+        if m.audio.is_none() && m.video.is_none() {
+            return Err(ControlError::Invalid("give audio and/or video".into()));
+        }
+        let participant = pid.clone();
+        self.ask(id, |reply| Command::Mute {
+            participant,
+            audio: m.audio,
+            video: m.video,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// People waiting in a room's lobby.
+    pub fn lobby(&self, id: &RoomId) -> Result<Vec<ParticipantInfo>, ControlError> {
+        Ok(self.handle(id).map_err(hide_closed)?.snapshot().lobby)
+    }
+
+    /// Lets someone in from the lobby.
+    pub async fn admit(
+        &self,
+        id: &RoomId,
+        pid: &ParticipantId,
+        actor: Actor,
+    ) -> Result<(), ControlError> {
+        let participant = pid.clone();
+        self.ask(id, |reply| Command::Admit {
+            participant,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Turns someone in the lobby away.
+    pub async fn deny(
+        &self,
+        id: &RoomId,
+        pid: &ParticipantId,
+        actor: Actor,
+    ) -> Result<(), ControlError> {
+        let participant = pid.clone();
+        self.ask(id, |reply| Command::Deny {
+            participant,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// A room's moderation log (open or closed rooms).
+    pub fn events(&self, id: &RoomId) -> Result<Vec<crate::model::AuditEvent>, ControlError> {
+        if self.inner.store.get_room(id)?.is_none() {
+            return Err(ControlError::NotFound("room"));
+        }
+        Ok(self.inner.store.events(id, 1000)?)
     }
 
     /// Admits a participant into a room with a link or session token.
@@ -495,6 +698,7 @@ impl Control {
         token: &str,
         session: Option<&str>,
         display_name: &str,
+        device: Option<&str>,
         out: mpsc::Sender<ServerMessage>,
     ) -> Result<Joined, ControlError> {
         let now = unix_now();
@@ -530,6 +734,18 @@ impl Control {
             },
             None => None,
         };
+        // A browser id is a random token the client keeps; anything else is ignored.
+        let device = device
+            .filter(|d| {
+                (8..=64).contains(&d.len())
+                    && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+            .map(str::to_owned);
+        if let Some(d) = &device
+            && self.inner.store.is_banned(&link.room, d)?
+        {
+            return Err(ControlError::Banned);
+        }
         let handle = self.handle(&link.room)?;
         let (tx, rx) = oneshot::channel();
         handle.send(Command::Join(JoinRequest {
@@ -537,6 +753,7 @@ impl Control {
             link_generation: link.generation,
             resume,
             display_name: display_name.to_owned(),
+            device,
             out,
             ice_servers: client_ice_servers(&self.inner.settings.ice),
             reply: tx,

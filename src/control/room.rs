@@ -5,7 +5,7 @@
 
 use super::speakers::Speakers;
 use super::tokens::TokenSigner;
-use super::{ControlError, PatchRoom};
+use super::{Actor, ControlError, Links, PatchRoom};
 use crate::config::IceSettings;
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::{MediaEvent, PeerState, RoomMedia, TrackKind};
@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub record: RoomRecord,
     /// People inside.
     pub participants: Vec<ParticipantInfo>,
+    /// People waiting in the lobby.
+    pub lobby: Vec<ParticipantInfo>,
     /// The actor has stopped.
     pub closed: bool,
 }
@@ -50,6 +52,8 @@ pub struct JoinRequest {
     pub resume: Option<ParticipantId>,
     /// Name.
     pub display_name: String,
+    /// Browser id (for bans).
+    pub device: Option<String>,
     /// Outgoing messages.
     pub out: mpsc::Sender<ServerMessage>,
     /// ICE servers for the client.
@@ -83,23 +87,66 @@ pub enum Command {
     Update {
         /// Fields to change.
         patch: PatchRoom,
+        /// Who asks.
+        actor: Actor,
         /// Done.
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
     /// New invite generation.
     RotateInvite {
+        /// The new link stops working after this many seconds.
+        expires_in: Option<u64>,
+        /// Who asks.
+        actor: Actor,
         /// Done.
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
-    /// Remove a participant.
+    /// Remove a participant (in the call or in the lobby).
     Remove {
         /// Who.
         participant: ParticipantId,
+        /// Also bar the browser.
+        ban: bool,
+        /// Who asks.
+        actor: Actor,
+        /// Done.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Stop or resume forwarding a participant's media.
+    Mute {
+        /// Who.
+        participant: ParticipantId,
+        /// Audio muted.
+        audio: Option<bool>,
+        /// Video muted.
+        video: Option<bool>,
+        /// Who asks.
+        actor: Actor,
+        /// Done.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Let someone in from the lobby.
+    Admit {
+        /// Who.
+        participant: ParticipantId,
+        /// Who asks.
+        actor: Actor,
+        /// Done.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Turn someone in the lobby away.
+    Deny {
+        /// Who.
+        participant: ParticipantId,
+        /// Who asks.
+        actor: Actor,
         /// Done.
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
     /// Close the room.
     Close {
+        /// Who asks.
+        actor: Actor,
         /// Done.
         reply: Option<oneshot::Sender<()>>,
     },
@@ -143,6 +190,8 @@ pub struct RoomDeps {
     pub empty_timeout: Duration,
     /// Audio of at most this many recent speakers is forwarded (0: all).
     pub audio_last_n: usize,
+    /// Makes the room's links (hosts are shown the invite link).
+    pub links: Links,
     /// Called when the actor stops.
     pub on_closed: Box<dyn Fn(&RoomId) + Send + Sync>,
 }
@@ -195,15 +244,47 @@ struct Negotiation {
     dirty: bool,
 }
 
+/// Muted state of one participant's audio and video.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Muted {
+    audio: bool,
+    video: bool,
+}
+
 struct Participant {
     info: ParticipantInfo,
     connection: u64,
     out: mpsc::Sender<ServerMessage>,
     session_jti: String,
+    device: Option<String>,
     negotiation: Negotiation,
     candidates: u32,
     /// Participants whose video this one shows (`None`: everyone's).
     visible: Option<HashSet<ParticipantId>>,
+    /// Muted by the participant itself.
+    self_muted: Muted,
+    /// Muted by a host: its media is not forwarded.
+    host_muted: Muted,
+}
+
+/// Someone about to enter the call (joining, or admitted from the lobby).
+struct Entrant {
+    pid: ParticipantId,
+    display_name: String,
+    role: Role,
+    device: Option<String>,
+    out: mpsc::Sender<ServerMessage>,
+    ice_servers: Vec<IceServer>,
+    connection: u64,
+}
+
+/// Someone in the lobby, waiting for a host.
+struct Waiting {
+    info: ParticipantInfo,
+    connection: u64,
+    out: mpsc::Sender<ServerMessage>,
+    device: Option<String>,
+    ice_servers: Vec<IceServer>,
 }
 
 struct TrackMeta {
@@ -227,6 +308,8 @@ struct Room {
     speakers: Speakers,
     /// Publishers whose audio is forwarded under last-N (`None`: everyone's).
     audio_forwarded: Option<HashSet<ParticipantId>>,
+    /// People waiting for a host, in arrival order.
+    lobby: Vec<(ParticipantId, Waiting)>,
 }
 
 /// How often speakers are re-evaluated.
@@ -237,12 +320,15 @@ const SPEAKER_INTERVAL: Duration = Duration::from_millis(200);
 fn should_forward(
     kind: TrackKind,
     owner: &ParticipantId,
+    owner_host_muted: Muted,
     visible: Option<&HashSet<ParticipantId>>,
     audio_forwarded: Option<&HashSet<ParticipantId>>,
 ) -> bool {
     match kind {
-        TrackKind::Video => visible.is_none_or(|v| v.contains(owner)),
-        TrackKind::Audio => audio_forwarded.is_none_or(|a| a.contains(owner)),
+        TrackKind::Video => !owner_host_muted.video && visible.is_none_or(|v| v.contains(owner)),
+        TrackKind::Audio => {
+            !owner_host_muted.audio && audio_forwarded.is_none_or(|a| a.contains(owner))
+        }
     }
 }
 
@@ -253,6 +339,7 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
     let (snap_tx, snap_rx) = watch::channel(Snapshot {
         record: record.clone(),
         participants: Vec::new(),
+        lobby: Vec::new(),
         closed: false,
     });
     let room = Room {
@@ -269,6 +356,7 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
         closed: false,
         speakers: Speakers::default(),
         audio_forwarded: None,
+        lobby: Vec::new(),
     };
     let span = tracing::info_span!("room", room = %room.record.id);
     tokio::spawn(room.run(rx, media_rx).instrument(span));
@@ -319,16 +407,90 @@ impl Room {
         self.snapshot.send_replace(Snapshot {
             record: self.record.clone(),
             participants,
+            lobby: self.lobby.iter().map(|(_, w)| w.info.clone()).collect(),
             closed: self.closed,
         });
     }
 
     fn send(&self, to: &ParticipantId, msg: ServerMessage) {
-        if let Some(p) = self.participants.get(to) {
-            // A client that lets 256 messages pile up is not reading.
-            if let Err(mpsc::error::TrySendError::Full(_)) = p.out.try_send(msg) {
-                tracing::warn!(participant = %to, "signaling backlog full, message dropped");
-            }
+        let out = self.participants.get(to).map(|p| &p.out).or_else(|| {
+            self.lobby
+                .iter()
+                .find(|(id, _)| id == to)
+                .map(|(_, w)| &w.out)
+        });
+        // A client that lets 256 messages pile up is not reading.
+        if let Some(out) = out
+            && let Err(mpsc::error::TrySendError::Full(_)) = out.try_send(msg)
+        {
+            tracing::warn!(participant = %to, "signaling backlog full, message dropped");
+        }
+    }
+
+    fn hosts(&self) -> impl Iterator<Item = &ParticipantId> {
+        self.order.iter().filter(|id| {
+            self.participants
+                .get(*id)
+                .is_some_and(|p| p.info.role == Role::Host)
+        })
+    }
+
+    fn summary(&self) -> RoomSummary {
+        RoomSummary {
+            id: self.record.id.clone(),
+            name: self.record.name.clone(),
+            max_participants: self.record.max_participants,
+            locked: self.record.locked,
+            lobby: self.record.lobby,
+            invites_enabled: self.record.invites_enabled,
+        }
+    }
+
+    /// Tells everyone the room's state; hosts also get the invite link.
+    fn announce_room(&self) {
+        let invite = self.deps.links.invite(&self.record);
+        for id in &self.order {
+            let is_host = self
+                .participants
+                .get(id)
+                .is_some_and(|p| p.info.role == Role::Host);
+            self.send(
+                id,
+                ServerMessage::RoomUpdated {
+                    room: self.summary(),
+                    invite_url: is_host.then(|| invite.clone()),
+                },
+            );
+        }
+    }
+
+    fn announce_lobby(&self) {
+        let lobby: Vec<ParticipantInfo> = self.lobby.iter().map(|(_, w)| w.info.clone()).collect();
+        for h in self.hosts() {
+            self.send(
+                h,
+                ServerMessage::LobbyUpdated {
+                    lobby: lobby.clone(),
+                },
+            );
+        }
+    }
+
+    fn audit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: Option<&ParticipantId>,
+        detail: serde_json::Value,
+    ) {
+        if let Err(e) = self.deps.store.add_event(
+            &self.record.id,
+            &actor.label(),
+            action,
+            target.map(ParticipantId::as_str),
+            &detail,
+        ) {
+            tracing::error!("cannot store audit event: {e}");
         }
     }
 
@@ -354,6 +516,19 @@ impl Room {
                     .is_some_and(|p| p.connection == connection)
                 {
                     self.on_client(&participant, message).await;
+                } else if self.waiting(&participant, connection) {
+                    match message {
+                        ClientMessage::Leave => self.leave_lobby(&participant),
+                        ClientMessage::Ping => self.send(&participant, ServerMessage::Pong),
+                        _ => self.send(
+                            &participant,
+                            ServerMessage::error(
+                                "in_lobby",
+                                "wait until a host lets you in",
+                                false,
+                            ),
+                        ),
+                    }
                 }
             }
             Command::Disconnected {
@@ -366,37 +541,216 @@ impl Room {
                     .is_some_and(|p| p.connection == connection)
                 {
                     self.remove(&participant, "disconnected").await;
+                } else if self.waiting(&participant, connection) {
+                    self.leave_lobby(&participant);
                 }
             }
-            Command::Update { patch, reply } => {
-                let _ = reply.send(self.update(patch));
+            Command::Update {
+                patch,
+                actor,
+                reply,
+            } => {
+                let _ = reply.send(self.update(patch, &actor));
             }
-            Command::RotateInvite { reply } => {
-                let mut record = self.record.clone();
-                record.invite_generation = record.invite_generation.wrapping_add(1);
-                let res = self.store_record(record);
-                let _ = reply.send(res);
+            Command::RotateInvite {
+                expires_in,
+                actor,
+                reply,
+            } => {
+                let _ = reply.send(self.rotate_invite(expires_in, &actor));
             }
-            Command::Remove { participant, reply } => {
-                if self.participants.contains_key(&participant) {
-                    self.revoke_session(&participant);
-                    self.send(
-                        &participant,
-                        ServerMessage::error("removed", "you were removed from the room", true),
-                    );
-                    self.remove(&participant, "removed").await;
-                    let _ = reply.send(Ok(()));
-                } else {
-                    let _ = reply.send(Err(ControlError::NotFound("participant")));
-                }
+            Command::Remove {
+                participant,
+                ban,
+                actor,
+                reply,
+            } => {
+                let _ = reply.send(self.remove_by(&participant, ban, &actor).await);
             }
-            Command::Close { reply } => {
+            Command::Mute {
+                participant,
+                audio,
+                video,
+                actor,
+                reply,
+            } => {
+                let _ = reply.send(self.mute(&participant, audio, video, &actor));
+            }
+            Command::Admit {
+                participant,
+                actor,
+                reply,
+            } => {
+                let _ = reply.send(self.admit_waiting(&participant, &actor).await);
+            }
+            Command::Deny {
+                participant,
+                actor,
+                reply,
+            } => {
+                let _ = reply.send(self.deny(&participant, &actor));
+            }
+            Command::Close { actor, reply } => {
+                self.audit(&actor, "room_closed", None, serde_json::json!({}));
                 self.close("closed").await;
                 if let Some(r) = reply {
                     let _ = r.send(());
                 }
             }
         }
+    }
+
+    fn waiting(&self, pid: &ParticipantId, connection: u64) -> bool {
+        self.lobby
+            .iter()
+            .any(|(id, w)| id == pid && w.connection == connection)
+    }
+
+    fn leave_lobby(&mut self, pid: &ParticipantId) {
+        self.lobby.retain(|(id, _)| id != pid);
+        self.announce_lobby();
+        self.publish_snapshot();
+    }
+
+    fn rotate_invite(
+        &mut self,
+        expires_in: Option<u64>,
+        actor: &Actor,
+    ) -> Result<(), ControlError> {
+        let mut record = self.record.clone();
+        record.invite_generation = record.invite_generation.wrapping_add(1);
+        record.invite_expires_at = expires_in.map(|s| unix_now() + s);
+        self.store_record(record)?;
+        self.audit(
+            actor,
+            "invite_rotated",
+            None,
+            serde_json::json!({"expires_in": expires_in}),
+        );
+        self.announce_room();
+        Ok(())
+    }
+
+    /// A host or admin removes someone; `ban` bars the browser too.
+    async fn remove_by(
+        &mut self,
+        pid: &ParticipantId,
+        ban: bool,
+        actor: &Actor,
+    ) -> Result<(), ControlError> {
+        let device = match (
+            self.participants.get(pid),
+            self.lobby.iter().find(|(id, _)| id == pid),
+        ) {
+            (Some(p), _) => p.device.clone(),
+            (None, Some((_, w))) => w.device.clone(),
+            (None, None) => return Err(ControlError::NotFound("participant")),
+        };
+        if ban && let Some(d) = &device {
+            self.deps.store.ban(&self.record.id, d)?;
+        }
+        self.audit(
+            actor,
+            "participant_removed",
+            Some(pid),
+            serde_json::json!({"ban": ban}),
+        );
+        let message = if ban {
+            "you were removed from the room and cannot come back"
+        } else {
+            "you were removed from the room"
+        };
+        self.send(pid, ServerMessage::error("removed", message, true));
+        if self.participants.contains_key(pid) {
+            self.revoke_session(pid);
+            self.remove(pid, "removed").await;
+        } else {
+            self.leave_lobby(pid);
+        }
+        Ok(())
+    }
+
+    /// Stops (or resumes) forwarding someone's audio and/or video.
+    fn mute(
+        &mut self,
+        pid: &ParticipantId,
+        audio: Option<bool>,
+        video: Option<bool>,
+        actor: &Actor,
+    ) -> Result<(), ControlError> {
+        let Some(p) = self.participants.get_mut(pid) else {
+            return Err(ControlError::NotFound("participant"));
+        };
+        if let Some(a) = audio {
+            p.host_muted.audio = a;
+        }
+        if let Some(v) = video {
+            p.host_muted.video = v;
+        }
+        p.info.audio.muted = p.self_muted.audio || p.host_muted.audio;
+        p.info.video.muted = p.self_muted.video || p.host_muted.video;
+        let (muted, info) = (p.host_muted, p.info.clone());
+        self.audit(
+            actor,
+            "participant_muted",
+            Some(pid),
+            serde_json::json!({"audio": audio, "video": video}),
+        );
+        self.send(
+            pid,
+            ServerMessage::MutedByHost {
+                audio: muted.audio,
+                video: muted.video,
+            },
+        );
+        self.broadcast(
+            Some(pid),
+            ServerMessage::ParticipantUpdated { participant: info },
+        );
+        for sub in &self.order {
+            self.gate_all(sub);
+        }
+        self.publish_snapshot();
+        Ok(())
+    }
+
+    async fn admit_waiting(
+        &mut self,
+        pid: &ParticipantId,
+        actor: &Actor,
+    ) -> Result<(), ControlError> {
+        let Some(i) = self.lobby.iter().position(|(id, _)| id == pid) else {
+            return Err(ControlError::NotFound("participant"));
+        };
+        if self.participants.len() >= self.record.max_participants as usize {
+            return Err(ControlError::RoomFull);
+        }
+        let (pid, w) = self.lobby.remove(i);
+        self.audit(actor, "lobby_admitted", Some(&pid), serde_json::json!({}));
+        self.announce_lobby();
+        let entrant = Entrant {
+            pid,
+            display_name: w.info.display_name,
+            role: w.info.role,
+            device: w.device,
+            out: w.out,
+            ice_servers: w.ice_servers,
+            connection: w.connection,
+        };
+        self.enter(entrant).await
+    }
+
+    fn deny(&mut self, pid: &ParticipantId, actor: &Actor) -> Result<(), ControlError> {
+        if !self.lobby.iter().any(|(id, _)| id == pid) {
+            return Err(ControlError::NotFound("participant"));
+        }
+        self.audit(actor, "lobby_denied", Some(pid), serde_json::json!({}));
+        self.send(
+            pid,
+            ServerMessage::error("denied", "the host did not let you in", true),
+        );
+        self.leave_lobby(pid);
+        Ok(())
     }
 
     fn store_record(&mut self, record: RoomRecord) -> Result<(), ControlError> {
@@ -406,8 +760,13 @@ impl Room {
         Ok(())
     }
 
-    fn update(&mut self, patch: PatchRoom) -> Result<(), ControlError> {
+    fn update(&mut self, patch: PatchRoom, actor: &Actor) -> Result<(), ControlError> {
         let mut r = self.record.clone();
+        let detail = serde_json::json!({
+            "name": patch.name, "max_participants": patch.max_participants,
+            "visibility": patch.visibility, "lobby": patch.lobby,
+            "locked": patch.locked, "invites_enabled": patch.invites_enabled,
+        });
         if let Some(v) = patch.name {
             r.name = v;
         }
@@ -426,7 +785,21 @@ impl Room {
         if let Some(v) = patch.invites_enabled {
             r.invites_enabled = v;
         }
-        self.store_record(r)
+        self.store_record(r)?;
+        let detail = serde_json::Value::Object(
+            detail
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        );
+        self.audit(actor, "room_updated", None, detail);
+        self.announce_room();
+        Ok(())
     }
 
     fn revoke_session(&self, pid: &ParticipantId) {
@@ -458,6 +831,54 @@ impl Room {
         if already_inside && let Some(pid) = resuming {
             self.remove(pid, "reconnected").await;
         }
+        let connection = self.next_connection;
+        self.next_connection += 1;
+        let pid = req.resume.clone().unwrap_or_else(ParticipantId::generate);
+        // Lobby rooms: guests who were not inside wait for a host.
+        if self.record.lobby && req.role == Role::Guest && req.resume.is_none() {
+            let info = ParticipantInfo {
+                id: pid.clone(),
+                display_name: req.display_name,
+                role: req.role,
+                joined_at: now_rfc3339(),
+                audio: MediaState::default(),
+                video: MediaState::default(),
+            };
+            let _ = req.out.try_send(ServerMessage::Waiting {
+                room: self.summary(),
+            });
+            self.lobby.push((
+                pid.clone(),
+                Waiting {
+                    info,
+                    connection,
+                    out: req.out,
+                    device: req.device,
+                    ice_servers: req.ice_servers,
+                },
+            ));
+            tracing::info!(participant = %pid, "waiting in the lobby");
+            let _ = req.reply.send(Ok((pid, connection)));
+            self.announce_lobby();
+            self.publish_snapshot();
+            return;
+        }
+        let entrant = Entrant {
+            pid: pid.clone(),
+            display_name: req.display_name,
+            role: req.role,
+            device: req.device,
+            out: req.out,
+            ice_servers: req.ice_servers,
+            connection,
+        };
+        let res = self.enter(entrant).await;
+        let _ = req.reply.send(res.map(|()| (pid, connection)));
+    }
+
+    /// Brings someone into the call: media session, `joined`, everyone told,
+    /// everything already published starts flowing to them.
+    async fn enter(&mut self, e: Entrant) -> Result<(), ControlError> {
         if self.media.is_none() {
             match RoomMedia::new(
                 self.record.id.clone(),
@@ -465,31 +886,27 @@ impl Room {
                 self.media_tx.clone(),
             ) {
                 Ok(m) => self.media = Some(m),
-                Err(e) => {
-                    tracing::error!("cannot start room media: {e}");
-                    let _ = req.reply.send(Err(ControlError::Media(e.to_string())));
-                    return;
+                Err(err) => {
+                    tracing::error!("cannot start room media: {err}");
+                    return Err(ControlError::Media(err.to_string()));
                 }
             }
         }
-        let pid = req.resume.clone().unwrap_or_else(ParticipantId::generate);
+        let pid = e.pid;
         if let Some(media) = &self.media
-            && let Err(e) = media.add_participant(&pid)
+            && let Err(err) = media.add_participant(&pid)
         {
-            tracing::error!(participant = %pid, "cannot create peer: {e}");
-            let _ = req.reply.send(Err(ControlError::Media(e.to_string())));
-            return;
+            tracing::error!(participant = %pid, "cannot create peer: {err}");
+            return Err(ControlError::Media(err.to_string()));
         }
-        let connection = self.next_connection;
-        self.next_connection += 1;
-        let (session, claims) =
-            self.deps
-                .signer
-                .session(&self.record.id, req.role, &pid, unix_now());
+        let (session, claims) = self
+            .deps
+            .signer
+            .session(&self.record.id, e.role, &pid, unix_now());
         let info = ParticipantInfo {
             id: pid.clone(),
-            display_name: req.display_name,
-            role: req.role,
+            display_name: e.display_name,
+            role: e.role,
             joined_at: now_rfc3339(),
             audio: MediaState::default(),
             video: MediaState::default(),
@@ -499,20 +916,23 @@ impl Room {
             .iter()
             .filter_map(|id| self.participants.get(id).map(|p| p.info.clone()))
             .collect();
+        let is_host = e.role == Role::Host;
         let joined = ServerMessage::Joined {
             version: PROTOCOL_VERSION,
             participant_id: pid.clone(),
             session,
-            role: req.role,
-            room: RoomSummary {
-                id: self.record.id.clone(),
-                name: self.record.name.clone(),
-                max_participants: self.record.max_participants,
-            },
+            role: e.role,
+            room: self.summary(),
             participants: others,
-            ice_servers: req.ice_servers,
+            ice_servers: e.ice_servers,
+            invite_url: is_host.then(|| self.deps.links.invite(&self.record)),
+            lobby: if is_host {
+                self.lobby.iter().map(|(_, w)| w.info.clone()).collect()
+            } else {
+                Vec::new()
+            },
         };
-        let _ = req.out.try_send(joined);
+        let _ = e.out.try_send(joined);
         self.broadcast(
             None,
             ServerMessage::ParticipantJoined {
@@ -523,20 +943,21 @@ impl Room {
             pid.clone(),
             Participant {
                 info,
-                connection,
-                out: req.out,
+                connection: e.connection,
+                out: e.out,
                 session_jti: claims.jti.unwrap_or_default(),
+                device: e.device,
                 negotiation: Negotiation::default(),
                 candidates: 0,
                 visible: None,
+                self_muted: Muted::default(),
+                host_muted: Muted::default(),
             },
         );
         self.order.push(pid.clone());
         self.empty_since = None;
-        tracing::info!(participant = %pid, role = req.role.as_str(), "participant joined");
-        let _ = req.reply.send(Ok((pid.clone(), connection)));
+        tracing::info!(participant = %pid, role = e.role.as_str(), "participant joined");
         self.publish_snapshot();
-        // Everything already published starts flowing to the newcomer.
         let existing: Vec<TrackId> = self.tracks.keys().cloned().collect();
         if !existing.is_empty() {
             for track in existing {
@@ -544,6 +965,7 @@ impl Room {
             }
             self.renegotiate(&pid).await;
         }
+        Ok(())
     }
 
     fn forward(&mut self, subscriber: &ParticipantId, track: &TrackId) {
@@ -572,9 +994,15 @@ impl Room {
         ) else {
             return;
         };
+        let owner_muted = self
+            .participants
+            .get(&t.owner)
+            .map(|o| o.host_muted)
+            .unwrap_or_default();
         let on = should_forward(
             t.kind,
             &t.owner,
+            owner_muted,
             p.visible.as_ref(),
             self.audio_forwarded.as_ref(),
         );
@@ -675,6 +1103,60 @@ impl Room {
     }
 
     async fn on_client(&mut self, pid: &ParticipantId, msg: ClientMessage) {
+        if msg.is_host_action() {
+            let is_host = self
+                .participants
+                .get(pid)
+                .is_some_and(|p| p.info.role == Role::Host);
+            if !is_host {
+                self.send(
+                    pid,
+                    ServerMessage::error("forbidden", "only a host can do this", false),
+                );
+                return;
+            }
+            let actor = Actor::Host(pid.clone());
+            let res = match msg {
+                ClientMessage::SetLocked { locked } => self.update(
+                    PatchRoom {
+                        locked: Some(locked),
+                        ..Default::default()
+                    },
+                    &actor,
+                ),
+                ClientMessage::SetInvites { enabled } => self.update(
+                    PatchRoom {
+                        invites_enabled: Some(enabled),
+                        ..Default::default()
+                    },
+                    &actor,
+                ),
+                ClientMessage::RotateInvite => self.rotate_invite(None, &actor),
+                ClientMessage::CloseRoom => {
+                    self.audit(&actor, "room_closed", None, serde_json::json!({}));
+                    self.close("closed").await;
+                    Ok(())
+                }
+                ClientMessage::RemoveParticipant {
+                    participant_id,
+                    ban,
+                } => self.remove_by(&participant_id, ban, &actor).await,
+                ClientMessage::MuteParticipant {
+                    participant_id,
+                    audio,
+                    video,
+                } => self.mute(&participant_id, audio, video, &actor),
+                ClientMessage::Admit { participant_id } => {
+                    self.admit_waiting(&participant_id, &actor).await
+                }
+                ClientMessage::Deny { participant_id } => self.deny(&participant_id, &actor),
+                _ => Ok(()),
+            };
+            if let Err(e) = res {
+                self.send(pid, ServerMessage::error(e.code(), e.to_string(), false));
+            }
+            return;
+        }
         match msg {
             ClientMessage::Join { .. } => {
                 self.send(
@@ -773,11 +1255,13 @@ impl Room {
                     return;
                 };
                 if let Some(a) = audio {
-                    p.info.audio.muted = a;
+                    p.self_muted.audio = a;
                 }
                 if let Some(v) = video {
-                    p.info.video.muted = v;
+                    p.self_muted.video = v;
                 }
+                p.info.audio.muted = p.self_muted.audio || p.host_muted.audio;
+                p.info.video.muted = p.self_muted.video || p.host_muted.video;
                 let info = p.info.clone();
                 self.broadcast(
                     Some(pid),
@@ -805,6 +1289,15 @@ impl Room {
             }
             ClientMessage::Ping => self.send(pid, ServerMessage::Pong),
             ClientMessage::Leave => self.remove(pid, "left").await,
+            // Host actions were handled above.
+            ClientMessage::SetLocked { .. }
+            | ClientMessage::SetInvites { .. }
+            | ClientMessage::RotateInvite
+            | ClientMessage::CloseRoom
+            | ClientMessage::RemoveParticipant { .. }
+            | ClientMessage::MuteParticipant { .. }
+            | ClientMessage::Admit { .. }
+            | ClientMessage::Deny { .. } => {}
         }
     }
 
@@ -982,6 +1475,10 @@ impl Room {
             return;
         }
         self.broadcast(None, ServerMessage::RoomClosed);
+        for (id, _) in &self.lobby {
+            self.send(id, ServerMessage::RoomClosed);
+        }
+        self.lobby.clear();
         self.participants.clear();
         self.order.clear();
         self.tracks.clear();
@@ -1004,11 +1501,14 @@ fn refuse(cmd: Command) {
             let _ = req.reply.send(Err(ControlError::RoomClosed));
         }
         Command::Update { reply, .. }
-        | Command::RotateInvite { reply }
-        | Command::Remove { reply, .. } => {
+        | Command::RotateInvite { reply, .. }
+        | Command::Remove { reply, .. }
+        | Command::Mute { reply, .. }
+        | Command::Admit { reply, .. }
+        | Command::Deny { reply, .. } => {
             let _ = reply.send(Err(ControlError::RoomClosed));
         }
-        Command::Close { reply } => {
+        Command::Close { reply, .. } => {
             if let Some(r) = reply {
                 let _ = r.send(());
             }

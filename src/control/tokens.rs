@@ -130,8 +130,15 @@ impl TokenSigner {
         Ok(claims)
     }
 
-    /// The link token for `role` in `room` at invite generation `generation`.
-    pub fn link(&self, room: &RoomId, role: Role, generation: u32) -> String {
+    /// The link token for `role` in `room` at invite generation `generation`,
+    /// valid until `expires_at` (Unix seconds) when given.
+    pub fn link(
+        &self,
+        room: &RoomId,
+        role: Role,
+        generation: u32,
+        expires_at: Option<u64>,
+    ) -> String {
         self.sign(&Claims {
             room: room.clone(),
             role,
@@ -139,7 +146,7 @@ impl TokenSigner {
             generation,
             jti: None,
             participant: None,
-            expires_at: None,
+            expires_at,
         })
     }
 
@@ -176,22 +183,22 @@ mod tests {
     fn link_tokens_are_deterministic_and_verify() {
         let s = signer();
         let room = RoomId::generate();
-        let a = s.link(&room, Role::Guest, 3);
-        assert_eq!(a, s.link(&room, Role::Guest, 3));
+        let a = s.link(&room, Role::Guest, 3, None);
+        assert_eq!(a, s.link(&room, Role::Guest, 3, None));
         let c = s.verify(&a, 0).unwrap();
         assert_eq!(c.room, room);
         assert_eq!(c.role, Role::Guest);
         assert_eq!(c.generation, 3);
-        assert_ne!(a, s.link(&room, Role::Host, 3));
+        assert_ne!(a, s.link(&room, Role::Host, 3, None));
     }
 
     #[test]
     fn tampering_and_foreign_keys_are_caught() {
         let s = signer();
         let room = RoomId::generate();
-        let t = s.link(&room, Role::Guest, 0);
+        let t = s.link(&room, Role::Guest, 0, None);
         // Swap the claims for a host claim but keep the guest signature.
-        let host = s.link(&room, Role::Host, 0);
+        let host = s.link(&room, Role::Host, 0, None);
         let forged = format!(
             "{}.{}",
             host.split_once('.').unwrap().0,
@@ -204,6 +211,15 @@ mod tests {
         );
         assert_eq!(s.verify("garbage", 0), Err(TokenError::Malformed));
         assert_eq!(s.verify("a.b.c", 0), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn links_can_expire() {
+        let s = signer();
+        let room = RoomId::generate();
+        let t = s.link(&room, Role::Guest, 1, Some(500));
+        assert!(s.verify(&t, 499).is_ok());
+        assert_eq!(s.verify(&t, 500), Err(TokenError::Expired));
     }
 
     #[test]

@@ -72,7 +72,8 @@ impl From<ControlError> for ApiError {
             ControlError::RoomClosed | ControlError::RoomLocked | ControlError::RoomFull => {
                 StatusCode::CONFLICT
             }
-            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ControlError::Forbidden(_) | ControlError::Banned => StatusCode::FORBIDDEN,
+            ControlError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ControlError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ControlError::Store(_) | ControlError::Media(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -148,6 +148,33 @@ pub fn json_body<T: DeserializeOwned + Send>()
         })
 }
 
+/// Like [`json_body`], but no body (or an empty one) gives `T::default()`.
+pub fn optional_json_body<T: DeserializeOwned + Default + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    // No Content-Length and no Transfer-Encoding: there is no body at all.
+    let none = warp::header::optional::<u64>("content-length")
+        .and(warp::header::optional::<String>("transfer-encoding"))
+        .and_then(|len: Option<u64>, te: Option<String>| async move {
+            if len.is_none() && te.is_none() {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .map(T::default);
+    let some = warp::body::content_length_limit(MAX_BODY_BYTES)
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::bytes())
+        .and_then(|ct: Option<String>, body: bytes::Bytes| async move {
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(T::default());
+            }
+            parse_json::<T>(ct.as_deref(), &body).map_err(warp::reject::custom)
+        });
+    none.or(some).unify()
+}
+
 /// Every route, with the JSON error recovery.
 pub fn routes(
     app: Arc<App>,

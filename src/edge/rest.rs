@@ -1,8 +1,8 @@
 //! REST routes of the contract (`/api/v1/...`, `/healthz`).
 
 use super::errors::ApiError;
-use super::{App, Caller, admin, caller, json_body, with_app};
-use crate::control::{CreateRoom, PatchRoom};
+use super::{App, Caller, admin, caller, json_body, optional_json_body, with_app};
+use crate::control::{Actor, CreateRoom, MuteRequest, PatchRoom, RotateInvite};
 use crate::ids::{ParticipantId, RoomId};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -74,7 +74,10 @@ pub fn routes(
         .and(json_body::<PatchRoom>())
         .and(with_app(app.clone()))
         .and_then(|id: String, patch: PatchRoom, app: Arc<App>| async move {
-            let room = app.control.update_room(&room_id(&id)?, patch).await?;
+            let room = app
+                .control
+                .update_room(&room_id(&id)?, patch, Actor::Admin)
+                .await?;
             Resp::Ok(json_status(&room, StatusCode::OK))
         });
 
@@ -83,16 +86,20 @@ pub fn routes(
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
-            app.control.close_room(&room_id(&id)?).await?;
+            app.control.close_room(&room_id(&id)?, Actor::Admin).await?;
             Resp::Ok(no_content())
         });
 
     let invite = warp::path!("api" / "v1" / "rooms" / String / "invite")
         .and(warp::post())
         .and(admin(app.clone()))
+        .and(optional_json_body::<RotateInvite>())
         .and(with_app(app.clone()))
-        .and_then(|id: String, app: Arc<App>| async move {
-            let room = app.control.rotate_invite(&room_id(&id)?).await?;
+        .and_then(|id: String, body: RotateInvite, app: Arc<App>| async move {
+            let room = app
+                .control
+                .rotate_invite(&room_id(&id)?, body.expires_in, Actor::Admin)
+                .await?;
             Resp::Ok(json_status(&room, StatusCode::OK))
         });
 
@@ -108,12 +115,81 @@ pub fn routes(
     let remove = warp::path!("api" / "v1" / "rooms" / String / "participants" / String)
         .and(warp::delete())
         .and(admin(app.clone()))
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String,
+             pid: String,
+             q: std::collections::HashMap<String, String>,
+             app: Arc<App>| async move {
+                let ban = match q.get("ban").map(String::as_str) {
+                    None | Some("false") | Some("0") => false,
+                    Some("true") | Some("1") | Some("") => true,
+                    Some(_) => {
+                        return Err(warp::reject::custom(ApiError::bad_request(
+                            "ban must be true or false",
+                        )));
+                    }
+                };
+                app.control
+                    .remove_participant(&room_id(&id)?, &participant_id(&pid)?, ban, Actor::Admin)
+                    .await?;
+                Resp::Ok(no_content())
+            },
+        );
+
+    let mute = warp::path!("api" / "v1" / "rooms" / String / "participants" / String / "mute")
+        .and(warp::post())
+        .and(admin(app.clone()))
+        .and(json_body::<MuteRequest>())
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String, pid: String, m: MuteRequest, app: Arc<App>| async move {
+                app.control
+                    .mute_participant(&room_id(&id)?, &participant_id(&pid)?, m, Actor::Admin)
+                    .await?;
+                Resp::Ok(no_content())
+            },
+        );
+
+    let lobby = warp::path!("api" / "v1" / "rooms" / String / "lobby")
+        .and(warp::get())
+        .and(admin(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            let list = app.control.lobby(&room_id(&id)?)?;
+            Resp::Ok(json_status(&json!({"lobby": list}), StatusCode::OK))
+        });
+
+    let admit = warp::path!("api" / "v1" / "rooms" / String / "lobby" / String / "admit")
+        .and(warp::post())
+        .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, pid: String, app: Arc<App>| async move {
             app.control
-                .remove_participant(&room_id(&id)?, &participant_id(&pid)?)
+                .admit(&room_id(&id)?, &participant_id(&pid)?, Actor::Admin)
                 .await?;
             Resp::Ok(no_content())
+        });
+
+    let deny = warp::path!("api" / "v1" / "rooms" / String / "lobby" / String / "deny")
+        .and(warp::post())
+        .and(admin(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(|id: String, pid: String, app: Arc<App>| async move {
+            app.control
+                .deny(&room_id(&id)?, &participant_id(&pid)?, Actor::Admin)
+                .await?;
+            Resp::Ok(no_content())
+        });
+
+    let events = warp::path!("api" / "v1" / "rooms" / String / "events")
+        .and(warp::get())
+        .and(admin(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            let list = app.control.events(&room_id(&id)?)?;
+            Resp::Ok(json_status(&json!({"events": list}), StatusCode::OK))
         });
 
     let public = warp::path!("api" / "v1" / "public" / "rooms")
@@ -147,6 +223,16 @@ pub fn routes(
         .unify()
         .or(remove)
         .unify()
+        .or(mute)
+        .unify()
+        .or(lobby)
+        .unify()
+        .or(admit)
+        .unify()
+        .or(deny)
+        .unify()
+        .or(events)
+        .unify()
 }
 
 async fn create_room(
@@ -169,6 +255,13 @@ async fn create_room(
             return Err(warp::reject::custom(ApiError::rate_limited()));
         }
     }
-    let room = app.control.create_room(req)?;
+    let creator = match caller {
+        Caller::Admin => None,
+        Caller::Anonymous => Some(
+            addr.map(|a| a.ip())
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        ),
+    };
+    let room = app.control.create_room(req, creator)?;
     Ok(json_status(&room, StatusCode::CREATED))
 }

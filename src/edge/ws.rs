@@ -74,12 +74,13 @@ async fn handle(mut socket: WebSocket, app: Arc<App>) {
         return refuse(socket, "join_timeout", "send join first".into()).await;
     };
     let text = first.to_str().unwrap_or("");
-    let (token, session, display_name) = match parse_client_message(text) {
+    let (token, session, display_name, device) = match parse_client_message(text) {
         Ok(ClientMessage::Join {
             version,
             token,
             session,
             display_name,
+            device,
         }) => {
             if version != crate::signaling::PROTOCOL_VERSION {
                 return refuse(
@@ -89,7 +90,7 @@ async fn handle(mut socket: WebSocket, app: Arc<App>) {
                 )
                 .await;
             }
-            (token, session, display_name)
+            (token, session, display_name, device)
         }
         Ok(_) => {
             return refuse(
@@ -104,7 +105,13 @@ async fn handle(mut socket: WebSocket, app: Arc<App>) {
     let (out_tx, out_rx) = mpsc::channel::<ServerMessage>(256);
     let joined = match app
         .control
-        .join(&token, session.as_deref(), &display_name, out_tx)
+        .join(
+            &token,
+            session.as_deref(),
+            &display_name,
+            device.as_deref(),
+            out_tx,
+        )
         .await
     {
         Ok(j) => j,

@@ -45,8 +45,10 @@ pub struct PeerConfig {
     /// Use this pipeline and source instead of an own pipeline and encoders.
     pub shared: Option<SharedMedia>,
     /// RFC 6464 level sent on audio (`None`: the level of the tone); can be
-    /// changed while running through [`TestPeer::level`].
+    /// changed while running through [`TestPeer::set_level`].
     pub level: Option<u8>,
+    /// Browser id sent at join (what a ban bars).
+    pub device: Option<String>,
 }
 
 impl PeerConfig {
@@ -65,6 +67,7 @@ impl PeerConfig {
             sink: SinkMode::Decode,
             shared: None,
             level: None,
+            device: Some(crate::ids::random_string(20)),
         }
     }
 }
@@ -121,6 +124,7 @@ impl TestPeer {
             token,
             session: cfg.session.clone(),
             display_name: cfg.name.clone(),
+            device: cfg.device.clone(),
         };
         ws_tx
             .send(Message::Text(serde_json::to_string(&join)?))

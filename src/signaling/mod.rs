@@ -49,7 +49,7 @@ pub struct ParticipantInfo {
     pub video: MediaState,
 }
 
-/// Room summary sent to a participant at join.
+/// The room as participants see it (sent at join and when it changes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomSummary {
     /// Room id.
@@ -58,6 +58,15 @@ pub struct RoomSummary {
     pub name: String,
     /// Cap on participants.
     pub max_participants: u32,
+    /// Nobody new gets in.
+    #[serde(default)]
+    pub locked: bool,
+    /// Newcomers wait for a host.
+    #[serde(default)]
+    pub lobby: bool,
+    /// The invite link works.
+    #[serde(default)]
+    pub invites_enabled: bool,
 }
 
 /// An ICE server for the client's peer connections (RTCIceServer shape).
@@ -100,6 +109,9 @@ pub enum ClientMessage {
         session: Option<String>,
         /// Name to show to others.
         display_name: String,
+        /// A random id the browser keeps (localStorage), so a host can bar it.
+        #[serde(default)]
+        device: Option<String>,
     },
     /// SDP offer of the client's publish connection.
     PublishOffer {
@@ -137,10 +149,70 @@ pub enum ClientMessage {
         #[serde(default)]
         participants: Option<Vec<ParticipantId>>,
     },
+    /// Host: lock or unlock the room.
+    SetLocked {
+        /// New state.
+        locked: bool,
+    },
+    /// Host: turn the invite link on or off.
+    SetInvites {
+        /// New state.
+        enabled: bool,
+    },
+    /// Host: issue a new invite link (older ones stop working).
+    RotateInvite,
+    /// Host: close the room for everyone.
+    CloseRoom,
+    /// Host: remove someone (in the call or in the lobby).
+    RemoveParticipant {
+        /// Whom.
+        participant_id: ParticipantId,
+        /// Also bar this browser from coming back through any link.
+        #[serde(default)]
+        ban: bool,
+    },
+    /// Host: stop (or resume) forwarding someone's audio and/or video.
+    MuteParticipant {
+        /// Whom.
+        participant_id: ParticipantId,
+        /// Audio muted.
+        #[serde(default)]
+        audio: Option<bool>,
+        /// Video muted.
+        #[serde(default)]
+        video: Option<bool>,
+    },
+    /// Host: let someone in from the lobby.
+    Admit {
+        /// Whom.
+        participant_id: ParticipantId,
+    },
+    /// Host: turn someone in the lobby away.
+    Deny {
+        /// Whom.
+        participant_id: ParticipantId,
+    },
     /// Application-level keepalive (answered with `pong`).
     Ping,
     /// The client leaves the room.
     Leave,
+}
+
+impl ClientMessage {
+    /// Whether only a host may send this.
+    pub fn is_host_action(&self) -> bool {
+        matches!(
+            self,
+            ClientMessage::SetLocked { .. }
+                | ClientMessage::SetInvites { .. }
+                | ClientMessage::RotateInvite
+                | ClientMessage::CloseRoom
+                | ClientMessage::RemoveParticipant { .. }
+                | ClientMessage::MuteParticipant { .. }
+                | ClientMessage::Admit { .. }
+                | ClientMessage::Deny { .. }
+        )
+    }
 }
 
 fn default_version() -> u32 {
@@ -168,6 +240,38 @@ pub enum ServerMessage {
         participants: Vec<ParticipantInfo>,
         /// ICE servers for the client's peer connections.
         ice_servers: Vec<IceServer>,
+        /// Hosts: the current invite link, to share.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invite_url: Option<String>,
+        /// Hosts: who waits in the lobby.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lobby: Vec<ParticipantInfo>,
+    },
+    /// The room has a lobby: wait until a host lets you in (`joined` follows)
+    /// or turns you away (`error` `denied`).
+    Waiting {
+        /// The room.
+        room: RoomSummary,
+    },
+    /// The room's settings changed.
+    RoomUpdated {
+        /// New state.
+        room: RoomSummary,
+        /// Hosts: the current invite link.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invite_url: Option<String>,
+    },
+    /// Hosts: who waits in the lobby now.
+    LobbyUpdated {
+        /// Waiting people, in arrival order.
+        lobby: Vec<ParticipantInfo>,
+    },
+    /// A host stopped (or resumed) forwarding your media.
+    MutedByHost {
+        /// Your audio is not forwarded.
+        audio: bool,
+        /// Your video is not forwarded.
+        video: bool,
     },
     /// Someone came in.
     ParticipantJoined {
@@ -262,7 +366,8 @@ mod tests {
                 version: 1,
                 token: "t".into(),
                 session: None,
-                display_name: "Ada".into()
+                display_name: "Ada".into(),
+                device: None,
             }
         );
         assert_eq!(
@@ -348,6 +453,24 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&ServerMessage::RoomClosed).unwrap(),
             r#"{"type":"room_closed"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::MutedByHost {
+                audio: true,
+                video: false
+            })
+            .unwrap(),
+            r#"{"type":"muted_by_host","audio":true,"video":false}"#
+        );
+        let remove = parse_client_message(
+            r#"{"type":"remove_participant","participant_id":"p_x","ban":true}"#,
+        )
+        .unwrap();
+        assert!(remove.is_host_action());
+        assert!(
+            !parse_client_message(r#"{"type":"ping"}"#)
+                .unwrap()
+                .is_host_action()
         );
     }
 }
