@@ -138,7 +138,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         control,
         admin_token: token.clone(),
         public_create: settings.public_create,
-        create_limiter: RateLimiter::new(10, Duration::from_secs(6)),
+        create_limiter: RateLimiter::new(20, Duration::from_secs(3)),
         system: SystemInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             gstreamer_version: gst_version.clone(),

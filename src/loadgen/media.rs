@@ -81,6 +81,14 @@ pub struct PeerStats {
     pub server_candidates: Vec<String>,
     /// Latest `active_speakers`.
     pub speakers: Vec<ParticipantId>,
+    /// Latest `muted_by_host` (audio, video).
+    pub muted_by_host: Option<(bool, bool)>,
+    /// The room is locked (from `room_updated`).
+    pub room_locked: bool,
+    /// Latest invite link seen (hosts).
+    pub invite_url: Option<String>,
+    /// Who waits in the lobby (hosts).
+    pub lobby: Vec<ParticipantId>,
     /// Session token.
     #[serde(skip)]
     pub session: Option<String>,

@@ -49,6 +49,8 @@ pub struct PeerConfig {
     pub level: Option<u8>,
     /// Browser id sent at join (what a ban bars).
     pub device: Option<String>,
+    /// How long to wait in a lobby for a host.
+    pub lobby_wait: Duration,
 }
 
 impl PeerConfig {
@@ -68,6 +70,7 @@ impl PeerConfig {
             shared: None,
             level: None,
             device: Some(crate::ids::random_string(20)),
+            lobby_wait: Duration::from_secs(30),
         }
     }
 }
@@ -130,8 +133,11 @@ impl TestPeer {
             .send(Message::Text(serde_json::to_string(&join)?))
             .await?;
         // Wait for joined (or a refusal).
-        let (pid, session) = loop {
-            let frame = tokio::time::timeout(Duration::from_secs(10), ws_rx.next())
+        // In a lobby room, `waiting` comes first and `joined` once a host
+        // lets us in: wait up to `lobby_wait` for that.
+        let mut deadline = Instant::now() + Duration::from_secs(10);
+        let (pid, session, present, invite_url, lobby) = loop {
+            let frame = tokio::time::timeout_at(deadline.into(), ws_rx.next())
                 .await
                 .context("no answer to join")?
                 .ok_or_else(|| anyhow!("socket closed before joined"))??;
@@ -140,10 +146,17 @@ impl TestPeer {
                 ServerMessage::Joined {
                     participant_id,
                     session,
+                    participants,
+                    invite_url,
+                    lobby,
                     ..
-                } => break (participant_id, session),
+                } => break (participant_id, session, participants, invite_url, lobby),
                 ServerMessage::Error { code, message, .. } => {
                     bail!("join refused: {code}: {message}")
+                }
+                ServerMessage::Waiting { .. } => {
+                    deadline = Instant::now() + cfg.lobby_wait;
+                    continue;
                 }
                 _ => continue,
             }
@@ -152,6 +165,9 @@ impl TestPeer {
         let stats: Shared = Arc::new(Mutex::new(PeerStats {
             participant_id: Some(pid.clone()),
             session: Some(session),
+            present: present.into_iter().map(|p| p.id).collect(),
+            invite_url,
+            lobby: lobby.into_iter().map(|p| p.id).collect(),
             ..Default::default()
         }));
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
@@ -255,6 +271,11 @@ impl TestPeer {
             .send(Out::Msg(ClientMessage::SetVisible { participants }));
     }
 
+    /// Sends a protocol message (host actions, for tests).
+    pub fn send(&self, msg: ClientMessage) {
+        let _ = self.out.send(Out::Msg(msg));
+    }
+
     /// Sends a raw text frame (for bad-input tests).
     pub fn send_raw(&self, text: &str) {
         let _ = self.out.send(Out::Raw(text.to_owned()));
@@ -310,6 +331,19 @@ async fn handle_server_message(
             lock(stats).present.retain(|p| *p != participant_id);
         }
         ServerMessage::ActiveSpeakers { speakers } => lock(stats).speakers = speakers,
+        ServerMessage::MutedByHost { audio, video } => {
+            lock(stats).muted_by_host = Some((audio, video))
+        }
+        ServerMessage::RoomUpdated { room, invite_url } => {
+            let mut s = lock(stats);
+            s.room_locked = room.locked;
+            if invite_url.is_some() {
+                s.invite_url = invite_url;
+            }
+        }
+        ServerMessage::LobbyUpdated { lobby } => {
+            lock(stats).lobby = lobby.into_iter().map(|p| p.id).collect();
+        }
         ServerMessage::Error { code, .. } => lock(stats).errors.push(code),
         ServerMessage::RoomClosed => lock(stats).errors.push("room_closed".into()),
         _ => {}
