@@ -203,7 +203,124 @@ async function twoBrowsersSeeAndHearEachOther(server, browser) {
   await bob.context().close();
 }
 
-const TESTS = { twoBrowsersSeeAndHearEachOther };
+async function stateWithin(page, wanted, ms, what) {
+  const t0 = Date.now();
+  await waitFor(what || `room-state ${wanted}`, ms, async () => (await roomState(page)) === wanted, 50);
+  return Date.now() - t0;
+}
+
+// Opens `url` afresh (a goto to the same URL with a fragment would not reload).
+async function reopen(page, url) {
+  await page.goto('about:blank');
+  await page.goto(url);
+}
+
+async function joinExpecting(page, name, wanted) {
+  await page.getByTestId('display-name').fill(name);
+  await page.getByTestId('join').click();
+  await stateWithin(page, wanted, 15000, `${name} to see ${wanted}`);
+}
+
+// The host locks, removes, bans, rotates the link and closes the room, all from its page.
+async function hostControls(server, browser) {
+  const { body: room } = await server.api('POST', '/api/v1/rooms', { name: 'Moderated' });
+  const hank = await openPage(browser, room.host_url, 'hank');
+  const gina = await openPage(browser, room.invite_url, 'gina');
+  await joinAs(hank, 'Hank');
+  const ginaId = await joinAs(gina, 'Gina');
+  await waitFor('Gina tile at the host', 10000, async () => (await tileIds(hank)).includes(ginaId));
+  const ginaTile = () => hank.locator(`[data-testid=tile][data-participant-id="${ginaId}"]`);
+  await screenshot(hank, 'host');
+
+  // Lock: a third browser is kept out.
+  await hank.getByTestId('lock').click();
+  await waitFor('lock pressed', 3000, async () => (await hank.getByTestId('lock').getAttribute('aria-pressed')) === 'true');
+  const tom = await openPage(browser, room.invite_url, 'tom');
+  await joinExpecting(tom, 'Tom', 'locked');
+  await hank.getByTestId('lock').click();
+  await waitFor('unlocked', 3000, async () => (await hank.getByTestId('lock').getAttribute('aria-pressed')) === 'false');
+  await tom.context().close();
+
+  // Kick: gone within 1 s; without a ban the same browser may come back.
+  await ginaTile().getByTestId('kick').click();
+  const kickMs = await stateWithin(gina, 'kicked', 1000, 'Gina kicked within 1 s');
+  log(`kicked shown after ${kickMs} ms`);
+  await reopen(gina, room.invite_url);
+  const ginaAgain = await joinAs(gina, 'Gina');
+  await waitFor('Gina back at the host', 10000, async () => (await tileIds(hank)).includes(ginaAgain));
+
+  // Ban: the same link and browser cannot come back.
+  await hank.locator(`[data-testid=tile][data-participant-id="${ginaAgain}"]`).getByTestId('ban').click();
+  await stateWithin(gina, 'kicked', 1000, 'Gina banned within 1 s');
+  await reopen(gina, room.invite_url);
+  await joinExpecting(gina, 'Gina', 'kicked');
+  const { body: events } = await server.api('GET', `/api/v1/rooms/${room.id}/events`);
+  assert(events.events.some((e) => e.action === 'participant_removed' && e.detail.ban === true), 'ban in the audit log');
+
+  // Rotate: the old invite link is refused, the new one works.
+  await hank.getByTestId('rotate-invite').click();
+  const newInvite = await waitFor('a new invite link', 3000, async () => {
+    const v = await hank.getByTestId('invite-link').inputValue();
+    return v && v !== room.invite_url ? v : null;
+  });
+  const olga = await openPage(browser, room.invite_url, 'olga');
+  await joinExpecting(olga, 'Olga', 'error');
+  await reopen(olga, newInvite);
+  await joinAs(olga, 'Olga');
+
+  // Close: every page shows closed within 2 s.
+  await hank.getByTestId('close-room').click();
+  await Promise.all([
+    stateWithin(hank, 'closed', 2000, 'host closed within 2 s'),
+    stateWithin(olga, 'closed', 2000, 'guest closed within 2 s'),
+  ]);
+  const { status } = await server.api('GET', `/api/v1/rooms/${room.id}`);
+  assert(status === 404, `closed room answers 404, got ${status}`);
+  for (const p of [hank, gina, olga]) await p.context().close();
+}
+
+// Lobby: a newcomer waits, the host admits it, then it sees the others.
+async function lobby(server, browser) {
+  const { body: room } = await server.api('POST', '/api/v1/rooms', { name: 'Lobby', lobby: true });
+  const hank = await openPage(browser, room.host_url, 'hank');
+  const hankId = await joinAs(hank, 'Hank');
+  const nina = await openPage(browser, room.invite_url, 'nina');
+  await joinExpecting(nina, 'Nina', 'lobby');
+  const admit = hank.getByTestId('admit');
+  await waitFor('the host to see Nina waiting', 5000, async () => (await admit.count()) === 1);
+  await screenshot(nina, 'waiting');
+  await screenshot(hank, 'host-lobby');
+  await admit.click();
+  await stateWithin(nina, 'joined', 5000, 'Nina admitted');
+  await waitFor('Nina to see the host', 10000, async () => (await tileIds(nina)).includes(hankId));
+  await expectMediaFlowing(nina, 'nina');
+  for (const p of [hank, nina]) await p.context().close();
+}
+
+// A listed room shows on the home page and the public list; a private one never does.
+async function listedRooms(server, browser) {
+  const home = await openPage(browser, `${server.base}/`, 'home');
+  await home.getByTestId('room-name').fill('Open house');
+  await home.getByTestId('room-listed').check();
+  await home.getByTestId('create-room').click();
+  const hostLink = await waitFor('the host link', 5000, async () => home.getByTestId('host-link').inputValue());
+  assert(hostLink.includes('#t='), 'host link carries a token');
+  const { body: priv } = await server.api('POST', '/api/v1/rooms', { name: 'Secret meeting' }, null);
+  assert(priv.visibility === 'private', 'public creation defaults to private');
+  const { body: pub } = await server.api('GET', '/api/v1/public/rooms', null, null);
+  const names = pub.rooms.map((r) => r.name);
+  assert(names.includes('Open house') && !names.includes('Secret meeting'), `public list: ${names}`);
+  const visitor = await openPage(browser, `${server.base}/`, 'visitor');
+  const list = visitor.getByTestId('public-rooms');
+  await waitFor('the listed room on the home page', 5000, async () => (await list.textContent()).includes('Open house'));
+  assert(!(await list.textContent()).includes('Secret meeting'), 'private room not on the home page');
+  // Joining from the list.
+  await list.getByRole('link', { name: 'Join' }).first().click();
+  await joinAs(visitor, 'Visitor');
+  for (const p of [home, visitor]) await p.context().close();
+}
+
+const TESTS = { twoBrowsersSeeAndHearEachOther, hostControls, lobby, listedRooms };
 
 async function main() {
   const server = new Server();

@@ -2,6 +2,7 @@
 // (publish: we offer; subscribe: the server offers), a grid of remote tiles,
 // mute / camera / leave, automatic reconnection.
 
+import { HostControls } from './host.js';
 import { Signaling } from './signaling.js';
 import { Tiles } from './tiles.js';
 
@@ -9,6 +10,17 @@ const $ = (id) => document.getElementById(id);
 const roomId = decodeURIComponent(location.pathname.split('/')[2] || '');
 const token = new URLSearchParams(location.hash.slice(1)).get('t');
 const sessionKey = `roomcast:session:${roomId}`;
+
+// A random id this browser keeps: what a host's ban bars.
+function deviceId() {
+  let id = localStorage.getItem('roomcast:device');
+  if (!id) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    id = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    localStorage.setItem('roomcast:device', id);
+  }
+  return id;
+}
 
 const state = {
   local: null, // MediaStream from getUserMedia
@@ -30,6 +42,16 @@ const tiles = new Tiles($('tiles'), $('empty-room'), {
 });
 // Only the video of the tiles on screen is sent to us.
 tiles.onVisibleChange = (visible) => state.signaling?.send({ type: 'set_visible', participants: visible });
+const host = new HostControls((msg) => state.signaling?.send(msg));
+tiles.onHostAction = (action, pid) => host.act(action, pid);
+
+function toast(text) {
+  const t = $('toast');
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
+}
 window.roomcast = state; // for debugging and automated tests
 
 function setState(value, detail = '') {
@@ -42,6 +64,7 @@ function setState(value, detail = '') {
 const ENDINGS = {
   left: ['You left the room', '', true],
   kicked: ['You were removed from the room', 'The host removed you from this call.', false],
+  denied: ['The host did not let you in', '', false],
   closed: ['This room is closed', 'The host ended the room.', false],
   full: ['This room is full', 'Try again later, or ask the host to raise the limit.', true],
   locked: ['This room is locked', 'The host is not letting anyone new in right now.', true],
@@ -55,6 +78,7 @@ function showEnded(kind, message) {
   $('rejoin').hidden = !canRetry;
   $('prejoin').hidden = true;
   $('call').hidden = true;
+  $('waiting').hidden = true;
   $('ended').hidden = false;
 }
 
@@ -166,7 +190,12 @@ function onMessage(msg) {
       }
       $('prejoin').hidden = true;
       $('ended').hidden = true;
+      $('waiting').hidden = true;
       $('call').hidden = false;
+      host.show(msg.role === 'host');
+      tiles.setHost(msg.role === 'host');
+      host.setRoom(msg.room, msg.invite_url);
+      if (msg.role === 'host') host.setLobby(msg.lobby || []);
       $('self-video').srcObject = state.local;
       tiles.lastVisible = null;
       tiles.layout();
@@ -202,6 +231,34 @@ function onMessage(msg) {
       }
       break;
     }
+    case 'waiting':
+      $('prejoin').hidden = true;
+      $('waiting-room').textContent = msg.room.name;
+      $('room-title').textContent = msg.room.name;
+      $('waiting').hidden = false;
+      setState('lobby');
+      break;
+    case 'room_updated':
+      $('room-title').textContent = msg.room.name;
+      if (state.role === 'host') host.setRoom(msg.room, msg.invite_url);
+      break;
+    case 'lobby_updated':
+      if (state.role === 'host') host.setLobby(msg.lobby);
+      break;
+    case 'muted_by_host':
+      if (msg.audio && state.audioOn) {
+        state.audioOn = false;
+        applyTrackState();
+        sendMuteState();
+      }
+      if (msg.video && state.videoOn) {
+        state.videoOn = false;
+        applyTrackState();
+        sendMuteState();
+      }
+      state.hostMuted = msg;
+      toast(msg.audio || msg.video ? 'A host muted you.' : 'A host allowed you to speak again.');
+      break;
     case 'active_speakers': {
       const offPage = tiles.setSpeakers(msg.speakers);
       const note = $('speaking-note');
@@ -225,13 +282,16 @@ function onError(msg) {
     console.warn('server:', msg.code, msg.message);
     return;
   }
-  const kinds = { room_full: 'full', room_locked: 'locked', room_closed: 'closed', removed: 'kicked' };
+  const kinds = {
+    room_full: 'full', room_locked: 'locked', room_closed: 'closed', removed: 'kicked', banned: 'kicked', denied: 'kicked',
+  };
   const kind = kinds[msg.code];
   if (kind) {
     end(kind, msg.message);
   } else if (['forbidden', 'unauthorized', 'not_found', 'invalid_request', 'unsupported_version'].includes(msg.code)) {
     end('error', msg.message);
   }
+  if (msg.code === 'denied') showEnded('denied', msg.message);
   // Other fatal errors (media failure, timeouts) end in a reconnect.
 }
 
@@ -240,6 +300,7 @@ function end(kind, message) {
   closePeers();
   tiles.clear();
   if (kind === 'kicked' || kind === 'closed') sessionStorage.removeItem(sessionKey);
+  host.show(false);
   setState(kind === 'left' ? 'ready' : kind, message || '');
   showEnded(kind, message);
 }
@@ -253,6 +314,7 @@ function join(name) {
   const signaling = new Signaling(() => ({
     token,
     display_name: name,
+    device: deviceId(),
     session: sessionStorage.getItem(sessionKey) || undefined,
   }));
   state.signaling = signaling;
@@ -281,6 +343,12 @@ $('leave').onclick = () => {
   showEnded('left');
 };
 $('rejoin').onclick = () => location.reload();
+$('waiting-leave').onclick = () => {
+  state.leaving = true;
+  state.signaling?.close(true);
+  setState('ready');
+  showEnded('left');
+};
 $('join-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const name = $('display-name').value.trim();

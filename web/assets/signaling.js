@@ -5,7 +5,7 @@ export const PROTOCOL_VERSION = 1;
 
 // Errors after which reconnecting makes no sense.
 const FINAL_CODES = new Set([
-  'room_full', 'room_locked', 'room_closed', 'removed', 'forbidden', 'unauthorized',
+  'room_full', 'room_locked', 'room_closed', 'removed', 'banned', 'denied', 'forbidden', 'unauthorized',
   'not_found', 'invalid_request', 'unsupported_version',
 ]);
 

@@ -17,6 +17,8 @@ export class Tiles {
     this.tiles = new Map();
     this.page = 0;
     this.onVisibleChange = () => {};
+    this.onHostAction = () => {};
+    this.isHost = false;
     this.lastVisible = null;
     pager.prev.onclick = () => this.turn(-1);
     pager.next.onclick = () => this.turn(1);
@@ -60,6 +62,11 @@ export class Tiles {
     }
   }
 
+  setHost(isHost) {
+    this.isHost = isHost;
+    for (const tile of this.tiles.values()) tile.tools.hidden = !isHost;
+  }
+
   setSpeakers(ids) {
     const speaking = new Set(ids);
     for (const [id, tile] of this.tiles) tile.el.classList.toggle('speaking', speaking.has(id));
@@ -91,8 +98,26 @@ export class Tiles {
       name.className = 'name';
       label.append(mic, name);
       el.append(video, avatar, label);
+      // Moderation (hosts only): always visible, so they are one click away.
+      const tools = document.createElement('div');
+      tools.className = 'host-tools';
+      tools.hidden = !this.isHost;
+      const tool = (testid, text, action, danger) => {
+        const b = document.createElement('button');
+        b.setAttribute('data-testid', testid);
+        b.textContent = text;
+        if (danger) b.className = 'danger';
+        b.onclick = (e) => {
+          e.stopPropagation();
+          this.onHostAction(action(), participant.id);
+        };
+        return b;
+      };
+      const muteButton = tool('mute', 'Mute', () => (tile.participant?.audio?.muted ? 'unmute' : 'mute'), false);
+      tools.append(muteButton, tool('kick', 'Remove', () => 'kick', true), tool('ban', 'Ban', () => 'ban', true));
+      el.append(tools);
       this.grid.append(el);
-      tile = { el, video, badge, name, stream: new MediaStream() };
+      tile = { el, video, badge, name, tools, muteButton, stream: new MediaStream() };
       video.srcObject = tile.stream;
       this.tiles.set(participant.id, tile);
       this.layout();
@@ -100,6 +125,7 @@ export class Tiles {
     tile.name.textContent = participant.display_name;
     tile.badge.textContent = initials(participant.display_name);
     tile.el.dataset.audio = participant.audio?.muted ? 'muted' : 'on';
+    tile.muteButton.textContent = participant.audio?.muted ? 'Unmute' : 'Mute';
     const videoOn = participant.video?.published && !participant.video?.muted && tile.stream.getVideoTracks().length > 0;
     tile.el.dataset.video = videoOn ? 'on' : 'off';
     tile.participant = participant;

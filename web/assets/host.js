@@ -1,0 +1,103 @@
+// Host controls: invite link, lock, new invite link, end for all, the lobby.
+// Everything goes over the same signaling socket as the call itself.
+
+const $ = (id) => document.getElementById(id);
+
+export class HostControls {
+  constructor(send) {
+    this.send = send;
+    this.inviteUrl = '';
+    this.locked = false;
+    this.lobby = [];
+    $('invite-button').onclick = () => this.toggle('invite-popover');
+    $('lobby-button').onclick = () => this.toggle('lobby-panel');
+    $('invite-copy').onclick = () => {
+      navigator.clipboard?.writeText(this.inviteUrl).catch(() => {});
+      $('invite-link').select();
+      $('invite-copy').textContent = 'Copied';
+      setTimeout(() => { $('invite-copy').textContent = 'Copy'; }, 1500);
+    };
+    $('lock').onclick = () => this.send({ type: 'set_locked', locked: !this.locked });
+    $('rotate-invite').onclick = () => {
+      this.send({ type: 'rotate_invite' });
+      $('invite-popover').hidden = false;
+    };
+    $('close-room').onclick = () => this.send({ type: 'close_room' });
+  }
+
+  toggle(id) {
+    for (const other of ['invite-popover', 'lobby-panel']) {
+      if (other !== id) $(other).hidden = true;
+    }
+    $(id).hidden = !$(id).hidden;
+  }
+
+  show(isHost) {
+    $('host-bar').hidden = !isHost;
+    if (!isHost) {
+      $('invite-popover').hidden = true;
+      $('lobby-panel').hidden = true;
+    }
+  }
+
+  setRoom(room, inviteUrl) {
+    this.locked = !!room.locked;
+    const lock = $('lock');
+    lock.setAttribute('aria-pressed', String(this.locked));
+    lock.textContent = this.locked ? 'Unlock room' : 'Lock room';
+    lock.title = this.locked ? 'Let newcomers in again' : 'Keep newcomers out';
+    $('lobby-button').hidden = !room.lobby && this.lobby.length === 0;
+    if (inviteUrl) {
+      this.inviteUrl = inviteUrl;
+      $('invite-link').value = inviteUrl;
+    }
+  }
+
+  setLobby(lobby) {
+    this.lobby = lobby;
+    $('lobby-count').textContent = String(lobby.length);
+    $('lobby-button').hidden = lobby.length === 0 && $('lobby-button').hidden;
+    if (lobby.length > 0) $('lobby-button').hidden = false;
+    $('lobby-empty').hidden = lobby.length > 0;
+    $('lobby-list').replaceChildren(...lobby.map((p) => {
+      const li = document.createElement('li');
+      li.dataset.participantId = p.id;
+      const name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = p.display_name;
+      const admit = document.createElement('button');
+      admit.className = 'btn small primary';
+      admit.setAttribute('data-testid', 'admit');
+      admit.textContent = 'Admit';
+      admit.onclick = () => this.send({ type: 'admit', participant_id: p.id });
+      const deny = document.createElement('button');
+      deny.className = 'btn small';
+      deny.setAttribute('data-testid', 'deny');
+      deny.textContent = 'Deny';
+      deny.onclick = () => this.send({ type: 'deny', participant_id: p.id });
+      li.append(name, admit, deny);
+      return li;
+    }));
+    // A newcomer waiting is worth interrupting the host for.
+    if (lobby.length > 0) $('lobby-panel').hidden = false;
+  }
+
+  act(action, participantId) {
+    switch (action) {
+      case 'kick':
+        this.send({ type: 'remove_participant', participant_id: participantId, ban: false });
+        break;
+      case 'ban':
+        this.send({ type: 'remove_participant', participant_id: participantId, ban: true });
+        break;
+      case 'mute':
+        this.send({ type: 'mute_participant', participant_id: participantId, audio: true });
+        break;
+      case 'unmute':
+        this.send({ type: 'mute_participant', participant_id: participantId, audio: false });
+        break;
+      default:
+        break;
+    }
+  }
+}
