@@ -1474,6 +1474,15 @@ impl Room {
         if self.closed {
             return;
         }
+        // Stored closed (and the API answering 404) before anyone is told.
+        let mut record = self.record.clone();
+        record.closed_at = Some(now_rfc3339());
+        if let Err(e) = self.deps.store.update_room(&record) {
+            tracing::error!("cannot store closed room: {e}");
+        }
+        self.record = record;
+        self.closed = true;
+        self.publish_snapshot();
         self.broadcast(None, ServerMessage::RoomClosed);
         for (id, _) in &self.lobby {
             self.send(id, ServerMessage::RoomClosed);
@@ -1483,13 +1492,6 @@ impl Room {
         self.order.clear();
         self.tracks.clear();
         self.media = None;
-        let mut record = self.record.clone();
-        record.closed_at = Some(now_rfc3339());
-        if let Err(e) = self.deps.store.update_room(&record) {
-            tracing::error!("cannot store closed room: {e}");
-        }
-        self.record = record;
-        self.closed = true;
         tracing::info!(reason, "room closed");
         self.publish_snapshot();
     }
