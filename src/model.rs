@@ -90,6 +90,8 @@ pub struct RoomRecord {
     pub closed_at: Option<String>,
     /// Unix time after which the current invite link stops working.
     pub invite_expires_at: Option<u64>,
+    /// Bumped when the host link is rotated; older host links are refused.
+    pub host_generation: u32,
     /// Address of an anonymous creator (public creation), for the per-address cap.
     pub creator_addr: Option<String>,
 }

@@ -313,6 +313,16 @@ async fn host_rotates_and_closes_over_the_signaling() {
     let (_, got) = s.admin("GET", &format!("/api/v1/rooms/{id}"), None);
     assert_eq!(got["invite_url"], new_invite.as_str());
 
+    // The host link can be replaced too (hosts inside stay).
+    let old_host = link(&room, "host_url");
+    let (st, replaced) = s.admin("POST", &format!("/api/v1/rooms/{id}/host-link"), None);
+    assert_eq!(st, 200);
+    assert_ne!(replaced["host_url"], old_host.as_str());
+    assert_eq!(replaced["invite_url"], new_invite.as_str(), "the invite link is untouched");
+    let err = join_error(PeerConfig::new(&old_host, "Old host")).await;
+    assert!(err.contains("forbidden"), "{err}");
+    assert!(TestPeer::join(PeerConfig::new(&link(&replaced, "host_url"), "New host")).await.is_ok());
+
     host.send(ClientMessage::CloseRoom);
     wait_for("everyone out", Duration::from_secs(2), || {
         (guest.stats().disconnected && guest.stats().errors.contains(&"room_closed".to_string()))

@@ -139,9 +139,12 @@ impl Links {
         )
     }
 
-    /// The host link.
+    /// The current host link.
     pub fn host(&self, r: &RoomRecord) -> String {
-        self.link_url(&r.id, &self.signer.link(&r.id, Role::Host, 0, None))
+        self.link_url(
+            &r.id,
+            &self.signer.link(&r.id, Role::Host, r.host_generation, None),
+        )
     }
 }
 
@@ -471,6 +474,7 @@ impl Control {
             closed_at: None,
             invite_expires_at: None,
             creator_addr,
+            host_generation: 0,
         };
         self.inner.store.insert_room(&record)?;
         let actor = if creator.is_some() { "public" } else { "admin" };
@@ -588,6 +592,17 @@ impl Control {
             reply,
         })
         .await?;
+        self.room_view(id)
+    }
+
+    /// Issues a new host link; older host links stop working (hosts inside stay).
+    pub async fn rotate_host_link(
+        &self,
+        id: &RoomId,
+        actor: Actor,
+    ) -> Result<RoomView, ControlError> {
+        self.ask(id, |reply| Command::RotateHostLink { actor, reply })
+            .await?;
         self.room_view(id)
     }
 

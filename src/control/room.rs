@@ -101,6 +101,13 @@ pub enum Command {
         /// Done.
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
+    /// New host link generation.
+    RotateHostLink {
+        /// Who asks.
+        actor: Actor,
+        /// Done.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
     /// Remove a participant (in the call or in the lobby).
     Remove {
         /// Who.
@@ -212,6 +219,11 @@ pub fn admit(
 ) -> Result<(), ControlError> {
     if record.closed_at.is_some() {
         return Err(ControlError::RoomClosed);
+    }
+    if role == Role::Host && !resuming && link_generation != record.host_generation {
+        return Err(ControlError::Forbidden(
+            "this host link was replaced".into(),
+        ));
     }
     if role == Role::Guest && !resuming {
         if !record.invites_enabled {
@@ -550,7 +562,8 @@ impl Room {
                 actor,
                 reply,
             } => {
-                let _ = reply.send(self.update(patch, &actor));
+                let res = self.update(patch, &actor).await;
+                let _ = reply.send(res);
             }
             Command::RotateInvite {
                 expires_in,
@@ -558,6 +571,15 @@ impl Room {
                 reply,
             } => {
                 let _ = reply.send(self.rotate_invite(expires_in, &actor));
+            }
+            Command::RotateHostLink { actor, reply } => {
+                let mut record = self.record.clone();
+                record.host_generation = record.host_generation.wrapping_add(1);
+                let res = self.store_record(record);
+                if res.is_ok() {
+                    self.audit(&actor, "host_link_rotated", None, serde_json::json!({}));
+                }
+                let _ = reply.send(res);
             }
             Command::Remove {
                 participant,
@@ -760,7 +782,7 @@ impl Room {
         Ok(())
     }
 
-    fn update(&mut self, patch: PatchRoom, actor: &Actor) -> Result<(), ControlError> {
+    async fn update(&mut self, patch: PatchRoom, actor: &Actor) -> Result<(), ControlError> {
         let mut r = self.record.clone();
         let detail = serde_json::json!({
             "name": patch.name, "max_participants": patch.max_participants,
@@ -799,6 +821,15 @@ impl Room {
         );
         self.audit(actor, "room_updated", None, detail);
         self.announce_room();
+        // Turning the lobby off lets everyone waiting in, as far as there is room.
+        if !self.record.lobby {
+            let waiting: Vec<ParticipantId> = self.lobby.iter().map(|(id, _)| id.clone()).collect();
+            for pid in waiting {
+                if let Err(e) = self.admit_waiting(&pid, actor).await {
+                    tracing::info!(participant = %pid, "not admitted: {e}");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1117,20 +1148,26 @@ impl Room {
             }
             let actor = Actor::Host(pid.clone());
             let res = match msg {
-                ClientMessage::SetLocked { locked } => self.update(
-                    PatchRoom {
-                        locked: Some(locked),
-                        ..Default::default()
-                    },
-                    &actor,
-                ),
-                ClientMessage::SetInvites { enabled } => self.update(
-                    PatchRoom {
-                        invites_enabled: Some(enabled),
-                        ..Default::default()
-                    },
-                    &actor,
-                ),
+                ClientMessage::SetLocked { locked } => {
+                    self.update(
+                        PatchRoom {
+                            locked: Some(locked),
+                            ..Default::default()
+                        },
+                        &actor,
+                    )
+                    .await
+                }
+                ClientMessage::SetInvites { enabled } => {
+                    self.update(
+                        PatchRoom {
+                            invites_enabled: Some(enabled),
+                            ..Default::default()
+                        },
+                        &actor,
+                    )
+                    .await
+                }
                 ClientMessage::RotateInvite => self.rotate_invite(None, &actor),
                 ClientMessage::CloseRoom => {
                     self.audit(&actor, "room_closed", None, serde_json::json!({}));
@@ -1504,6 +1541,7 @@ fn refuse(cmd: Command) {
         }
         Command::Update { reply, .. }
         | Command::RotateInvite { reply, .. }
+        | Command::RotateHostLink { reply, .. }
         | Command::Remove { reply, .. }
         | Command::Mute { reply, .. }
         | Command::Admit { reply, .. }
@@ -1539,6 +1577,7 @@ mod tests {
             closed_at: None,
             invite_expires_at: None,
             creator_addr: None,
+            host_generation: 0,
         }
     }
 

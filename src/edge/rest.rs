@@ -103,6 +103,18 @@ pub fn routes(
             Resp::Ok(json_status(&room, StatusCode::OK))
         });
 
+    let host_link = warp::path!("api" / "v1" / "rooms" / String / "host-link")
+        .and(warp::post())
+        .and(admin(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            let room = app
+                .control
+                .rotate_host_link(&room_id(&id)?, Actor::Admin)
+                .await?;
+            Resp::Ok(json_status(&room, StatusCode::OK))
+        });
+
     let participants = warp::path!("api" / "v1" / "rooms" / String / "participants")
         .and(warp::get())
         .and(admin(app.clone()))
@@ -232,6 +244,8 @@ pub fn routes(
         .or(deny)
         .unify()
         .or(events)
+        .unify()
+        .or(host_link)
         .unify()
 }
 

@@ -133,7 +133,14 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        // Stopping dozens of webrtcbins joins their threads: never on the
+        // room task (or whoever drops the last reference).
+        let pipeline = self.pipeline.clone();
+        let _ = std::thread::Builder::new()
+            .name("room-teardown".into())
+            .spawn(move || {
+                let _ = pipeline.set_state(gst::State::Null);
+            });
     }
 }
 
@@ -490,17 +497,19 @@ impl RoomMedia {
                 .collect();
             (peer, owned)
         };
+        // Elements to stop, in order; stopping joins threads, so it happens
+        // on a thread of its own and the room goes on meanwhile.
+        let mut teardown: Vec<gst::Element> = Vec::new();
         if let Some(mut peer) = peer {
             // The tees stop feeding this subscriber before its webrtcbin goes down.
             for f in peer.forwarders.values_mut() {
                 f.detach();
             }
-            for bin in [peer.publish.take(), peer.subscribe.take()]
-                .into_iter()
-                .flatten()
-            {
-                inner.remove_element(&bin);
-            }
+            teardown.extend(
+                [peer.publish.take(), peer.subscribe.take()]
+                    .into_iter()
+                    .flatten(),
+            );
         }
         // This participant's tracks, forwarded to others.
         let mut affected = Vec::new();
@@ -522,8 +531,9 @@ impl RoomMedia {
                     affected.push(sub);
                 }
             }
-            inner.remove_element(&track.tee);
+            teardown.push(track.tee);
         }
+        inner.remove_elements_later(teardown);
         affected
     }
 
@@ -604,6 +614,25 @@ impl Inner {
     fn remove_element(&self, element: &gst::Element) {
         let _ = element.set_state(gst::State::Null);
         let _ = self.pipeline.remove(element);
+    }
+
+    /// Stops and removes `elements`, in order, on a thread of its own.
+    fn remove_elements_later(&self, elements: Vec<gst::Element>) {
+        if elements.is_empty() {
+            return;
+        }
+        let pipeline = self.pipeline.clone();
+        let spawned = std::thread::Builder::new()
+            .name("peer-teardown".into())
+            .spawn(move || {
+                for e in &elements {
+                    let _ = e.set_state(gst::State::Null);
+                    let _ = pipeline.remove(e);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(room = %self.room, "cannot start a teardown thread: {e}");
+        }
     }
 
     /// `pad-added` of a publisher: a new track. Runs on a streaming thread.

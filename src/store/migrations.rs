@@ -25,9 +25,10 @@ const MIGRATIONS: &[&str] = &[
         room_id TEXT NOT NULL,
         expires_at INTEGER NOT NULL
      );",
-    // 2: invite expiry, who created a room, bans, the moderation audit log.
+    // 2: invite expiry, host link rotation, who created a room, bans, the moderation audit log.
     "ALTER TABLE rooms ADD COLUMN invite_expires_at INTEGER;
      ALTER TABLE rooms ADD COLUMN creator_addr TEXT;
+     ALTER TABLE rooms ADD COLUMN host_generation INTEGER NOT NULL DEFAULT 0;
      CREATE TABLE bans (
         room_id TEXT NOT NULL,
         device TEXT NOT NULL,

@@ -46,7 +46,7 @@ fn mode_str(m: RoomMode) -> &'static str {
 }
 
 const ROOM_COLUMNS: &str = "id, name, max_participants, visibility, lobby, mode, locked, \
-     invites_enabled, invite_generation, created_at, closed_at, invite_expires_at, creator_addr";
+     invites_enabled, invite_generation, created_at, closed_at, invite_expires_at, creator_addr, host_generation";
 
 fn room_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<RoomRecord>> {
     let id: String = row.get(0)?;
@@ -79,6 +79,7 @@ fn room_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<RoomRe
         closed_at: row.get(10)?,
         invite_expires_at: row.get::<_, Option<i64>>(11)?.map(|v| v.max(0) as u64),
         creator_addr: row.get(12)?,
+        host_generation: row.get(13)?,
     }))
 }
 
@@ -137,9 +138,9 @@ impl Store {
     pub fn insert_room(&self, r: &RoomRecord) -> StoreResult<()> {
         self.write_room(
             "INSERT INTO rooms (id, name, max_participants, visibility, lobby, mode, locked, \
-             invites_enabled, invite_generation, created_at, closed_at, invite_expires_at, creator_addr) \
-             VALUES (:id, :name, :max, :visibility, :lobby, :mode, :locked, :invites, :generation, \
-             :created, :closed, :expires, :creator)",
+             invites_enabled, invite_generation, created_at, closed_at, invite_expires_at, creator_addr, \
+             host_generation) VALUES (:id, :name, :max, :visibility, :lobby, :mode, :locked, :invites, \
+             :generation, :created, :closed, :expires, :creator, :host_generation)",
             r,
         )
     }
@@ -150,7 +151,8 @@ impl Store {
             "UPDATE rooms SET name = :name, max_participants = :max, visibility = :visibility, \
              lobby = :lobby, mode = :mode, locked = :locked, invites_enabled = :invites, \
              invite_generation = :generation, created_at = :created, closed_at = :closed, \
-             invite_expires_at = :expires, creator_addr = :creator WHERE id = :id",
+             invite_expires_at = :expires, creator_addr = :creator, host_generation = :host_generation \
+             WHERE id = :id",
             r,
         )
     }
@@ -174,6 +176,7 @@ impl Store {
                     ":closed": r.closed_at,
                     ":expires": r.invite_expires_at.map(|v| v as i64),
                     ":creator": r.creator_addr,
+                    ":host_generation": r.host_generation,
                 },
             )?;
             Ok(())
@@ -353,6 +356,7 @@ mod tests {
             closed_at: None,
             invite_expires_at: None,
             creator_addr: None,
+            host_generation: 0,
         }
     }
 
