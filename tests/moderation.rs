@@ -318,10 +318,18 @@ async fn host_rotates_and_closes_over_the_signaling() {
     let (st, replaced) = s.admin("POST", &format!("/api/v1/rooms/{id}/host-link"), None);
     assert_eq!(st, 200);
     assert_ne!(replaced["host_url"], old_host.as_str());
-    assert_eq!(replaced["invite_url"], new_invite.as_str(), "the invite link is untouched");
+    assert_eq!(
+        replaced["invite_url"],
+        new_invite.as_str(),
+        "the invite link is untouched"
+    );
     let err = join_error(PeerConfig::new(&old_host, "Old host")).await;
     assert!(err.contains("forbidden"), "{err}");
-    assert!(TestPeer::join(PeerConfig::new(&link(&replaced, "host_url"), "New host")).await.is_ok());
+    assert!(
+        TestPeer::join(PeerConfig::new(&link(&replaced, "host_url"), "New host"))
+            .await
+            .is_ok()
+    );
 
     host.send(ClientMessage::CloseRoom);
     wait_for("everyone out", Duration::from_secs(2), || {

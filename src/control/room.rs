@@ -629,9 +629,7 @@ impl Room {
     }
 
     fn leave_lobby(&mut self, pid: &ParticipantId) {
-        self.lobby.retain(|(id, _)| id != pid);
-        self.announce_lobby();
-        self.publish_snapshot();
+        let _ = self.take_waiting(pid);
     }
 
     fn rotate_invite(
@@ -682,12 +680,14 @@ impl Room {
         } else {
             "you were removed from the room"
         };
-        self.send(pid, ServerMessage::error("removed", message, true));
         if self.participants.contains_key(pid) {
+            self.send(pid, ServerMessage::error("removed", message, true));
             self.revoke_session(pid);
             self.remove(pid, "removed").await;
-        } else {
-            self.leave_lobby(pid);
+        } else if let Some(w) = self.take_waiting(pid) {
+            let _ = w
+                .out
+                .try_send(ServerMessage::error("removed", message, true));
         }
         Ok(())
     }
@@ -763,16 +763,26 @@ impl Room {
     }
 
     fn deny(&mut self, pid: &ParticipantId, actor: &Actor) -> Result<(), ControlError> {
-        if !self.lobby.iter().any(|(id, _)| id == pid) {
-            return Err(ControlError::NotFound("participant"));
-        }
+        let w = self
+            .take_waiting(pid)
+            .ok_or(ControlError::NotFound("participant"))?;
         self.audit(actor, "lobby_denied", Some(pid), serde_json::json!({}));
-        self.send(
-            pid,
-            ServerMessage::error("denied", "the host did not let you in", true),
-        );
-        self.leave_lobby(pid);
+        let _ = w.out.try_send(ServerMessage::error(
+            "denied",
+            "the host did not let you in",
+            true,
+        ));
         Ok(())
+    }
+
+    /// Takes someone out of the lobby (state first, so the API agrees with
+    /// what they are told next).
+    fn take_waiting(&mut self, pid: &ParticipantId) -> Option<Waiting> {
+        let i = self.lobby.iter().position(|(id, _)| id == pid)?;
+        let (_, w) = self.lobby.remove(i);
+        self.announce_lobby();
+        self.publish_snapshot();
+        Some(w)
     }
 
     fn store_record(&mut self, record: RoomRecord) -> Result<(), ControlError> {
