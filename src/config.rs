@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// Forward the audio of at most this many recent speakers (0: everyone's; default 3).
     #[arg(long, env = "ROOMCAST_AUDIO_LAST_N")]
     pub audio_last_n: Option<usize>,
+    /// Directory of the declarative pipeline parts (codecs.toml, output templates; default ./pipelines).
+    #[arg(long, env = "ROOMCAST_PIPELINES_DIR")]
+    pub pipelines_dir: Option<PathBuf>,
     /// Make sure a room named "Demo room" exists and print its links at start.
     #[arg(long, env = "ROOMCAST_DEMO_ROOM")]
     pub demo_room: bool,
@@ -96,6 +99,7 @@ struct FileConfig {
     empty_timeout: Option<String>,
     log_format: Option<String>,
     audio_last_n: Option<usize>,
+    pipelines_dir: Option<PathBuf>,
 }
 
 /// ICE settings handed to every peer connection.
@@ -145,6 +149,8 @@ pub struct Settings {
     pub demo_room: bool,
     /// Audio of at most this many recent speakers is forwarded (0: all).
     pub audio_last_n: usize,
+    /// Declarative pipeline parts.
+    pub pipelines_dir: PathBuf,
 }
 
 /// A setting that could not be understood.
@@ -320,6 +326,11 @@ impl Settings {
             log_format,
             demo_room: args.demo_room,
             audio_last_n: args.audio_last_n.or(file.audio_last_n).unwrap_or(3),
+            pipelines_dir: args
+                .pipelines_dir
+                .clone()
+                .or(file.pipelines_dir)
+                .unwrap_or_else(|| PathBuf::from("./pipelines")),
         })
     }
 }

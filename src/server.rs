@@ -133,7 +133,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (hw, encoders, decoders) = crate::media::codecs::probe();
+    let codecs = crate::media::codecs::probe(&settings.pipelines_dir);
+    tracing::info!(hw = codecs.hw_acceleration(), encoders = ?codecs.encoders, "codecs chosen");
     let app = Arc::new(App {
         control,
         admin_token: token.clone(),
@@ -142,9 +143,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         system: SystemInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             gstreamer_version: gst_version.clone(),
-            hw_acceleration: hw,
-            encoders,
-            decoders,
+            hw_acceleration: codecs.hw_acceleration().to_owned(),
+            encoders: codecs.encoders.clone(),
+            decoders: codecs.decoders.clone(),
         },
     });
     let routes = crate::edge::routes(app);
