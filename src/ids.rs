@@ -76,6 +76,11 @@ id_type!(
     TrackId,
     "t_"
 );
+id_type!(
+    /// A recording (`rec_…`).
+    RecordingId,
+    "rec_"
+);
 
 #[cfg(test)]
 mod tests {

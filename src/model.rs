@@ -129,3 +129,72 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// What a recording captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingKind {
+    /// Everyone in a grid plus the mixed audio, one file.
+    Composite,
+    /// One file per published track, as published (no re-encoding).
+    Tracks,
+}
+
+/// Container of a recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingFormat {
+    /// Fragmented MP4 (playable up to the last fragment if the server dies).
+    #[default]
+    Mp4,
+    /// Matroska.
+    Mkv,
+}
+
+/// Where a recording is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingState {
+    /// Writing.
+    Recording,
+    /// Stopping: the files are being closed.
+    Finalizing,
+    /// Done; files can be downloaded.
+    Ready,
+    /// Something went wrong (`error` says what); files written so far remain.
+    Failed,
+}
+
+/// One file of a recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingFile {
+    /// File name (no directories).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A recording as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingRecord {
+    /// Id (`rec_…`).
+    pub id: crate::ids::RecordingId,
+    /// Room.
+    pub room_id: RoomId,
+    /// Composite or tracks.
+    pub kind: RecordingKind,
+    /// Container.
+    pub format: RecordingFormat,
+    /// State.
+    pub state: RecordingState,
+    /// RFC 3339 start.
+    pub started_at: String,
+    /// RFC 3339 end.
+    pub ended_at: Option<String>,
+    /// Seconds recorded.
+    pub duration_s: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Files written.
+    pub files: Vec<RecordingFile>,
+}

@@ -119,6 +119,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let codecs = Arc::new(crate::media::codecs::probe(&settings.pipelines_dir));
+    tracing::info!(hw = codecs.hw_acceleration(), encoders = ?codecs.encoders, "codecs chosen");
     let control = Control::start(
         store,
         ControlSettings {
@@ -126,6 +128,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             ice: settings.ice.clone(),
             empty_timeout: settings.empty_timeout,
             audio_last_n: settings.audio_last_n,
+            data_dir: settings.data_dir.clone(),
+            codecs: codecs.clone(),
         },
     )?;
     let demo = if settings.demo_room {
@@ -133,8 +137,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     } else {
         None
     };
-    let codecs = crate::media::codecs::probe(&settings.pipelines_dir);
-    tracing::info!(hw = codecs.hw_acceleration(), encoders = ?codecs.encoders, "codecs chosen");
     let app = Arc::new(App {
         control,
         admin_token: token.clone(),

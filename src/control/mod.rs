@@ -6,6 +6,7 @@
 //! ([`room`]): one tokio task owning that room's state, fed commands over a
 //! channel and publishing a snapshot for readers.
 
+pub mod recording;
 pub mod room;
 pub mod speakers;
 pub mod tokens;
@@ -68,6 +69,9 @@ pub enum ControlError {
     /// Too many requests or rooms from one address.
     #[error("{0}")]
     RateLimited(String),
+    /// The room records already.
+    #[error("the room is being recorded already")]
+    AlreadyRecording,
 }
 
 impl ControlError {
@@ -85,6 +89,7 @@ impl ControlError {
             ControlError::Media(_) => "media_error",
             ControlError::Banned => "banned",
             ControlError::RateLimited(_) => "rate_limited",
+            ControlError::AlreadyRecording => "already_recording",
         }
     }
 }
@@ -170,6 +175,58 @@ pub struct MuteRequest {
     /// Stop (true) or resume (false) forwarding the video.
     #[serde(default)]
     pub video: Option<bool>,
+}
+
+/// Body of `POST /api/v1/rooms/{id}/recordings`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StartRecording {
+    /// Composite (default) or tracks.
+    #[serde(default = "default_kind")]
+    pub kind: crate::model::RecordingKind,
+    /// mp4 (default) or mkv.
+    #[serde(default)]
+    pub format: crate::model::RecordingFormat,
+}
+
+fn default_kind() -> crate::model::RecordingKind {
+    crate::model::RecordingKind::Composite
+}
+
+/// A file of a recording as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordingFileView {
+    /// File name.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Download URL (admin token required, HTTP Range supported).
+    pub url: String,
+}
+
+/// A recording as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordingView {
+    /// Id.
+    pub id: crate::ids::RecordingId,
+    /// Room.
+    pub room_id: RoomId,
+    /// Composite or tracks.
+    pub kind: crate::model::RecordingKind,
+    /// Container.
+    pub format: crate::model::RecordingFormat,
+    /// State.
+    pub state: crate::model::RecordingState,
+    /// Start.
+    pub started_at: String,
+    /// End.
+    pub ended_at: Option<String>,
+    /// Seconds recorded.
+    pub duration_s: Option<f64>,
+    /// Files.
+    pub files: Vec<RecordingFileView>,
+    /// Why it failed (or how it ended early).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Body of `POST /api/v1/rooms`.
@@ -264,6 +321,10 @@ pub struct ControlSettings {
     pub empty_timeout: Duration,
     /// Audio of at most this many recent speakers is forwarded (0: everyone's).
     pub audio_last_n: usize,
+    /// Data directory (recordings go under `recordings/`).
+    pub data_dir: std::path::PathBuf,
+    /// Encoders and decoders of this machine.
+    pub codecs: Arc<crate::media::codecs::Selection>,
 }
 
 /// What a successful join gives the edge.
@@ -362,6 +423,7 @@ impl Control {
                 next_seq: std::sync::atomic::AtomicU64::new(0),
             }),
         };
+        control.recover_recordings()?;
         for record in store.open_rooms()? {
             control.spawn_room(record);
         }
@@ -403,6 +465,8 @@ impl Control {
                 empty_timeout: self.inner.settings.empty_timeout,
                 audio_last_n: self.inner.settings.audio_last_n,
                 links: self.inner.links.clone(),
+                codecs: self.inner.settings.codecs.clone(),
+                recordings_dir: self.inner.settings.data_dir.join("recordings"),
                 on_closed,
             },
         );
@@ -695,6 +759,191 @@ impl Control {
             reply,
         })
         .await
+    }
+
+    fn recording_view(&self, r: &crate::model::RecordingRecord) -> RecordingView {
+        let files = if r.state == crate::model::RecordingState::Recording {
+            recording::list_files(&self.recording_dir(&r.id))
+        } else {
+            r.files.clone()
+        };
+        RecordingView {
+            id: r.id.clone(),
+            room_id: r.room_id.clone(),
+            kind: r.kind,
+            format: r.format,
+            state: r.state,
+            started_at: r.started_at.clone(),
+            ended_at: r.ended_at.clone(),
+            duration_s: r.duration_s,
+            files: files
+                .into_iter()
+                .map(|f| RecordingFileView {
+                    url: format!(
+                        "{}/api/v1/recordings/{}/files/{}",
+                        self.inner.settings.public_url, r.id, f.name
+                    ),
+                    name: f.name,
+                    size: f.size,
+                })
+                .collect(),
+            error: r.error.clone(),
+        }
+    }
+
+    fn recording_dir(&self, id: &crate::ids::RecordingId) -> std::path::PathBuf {
+        self.inner
+            .settings
+            .data_dir
+            .join("recordings")
+            .join(id.as_str())
+    }
+
+    /// Starts recording a room.
+    pub async fn start_recording(
+        &self,
+        id: &RoomId,
+        req: StartRecording,
+        actor: Actor,
+    ) -> Result<RecordingView, ControlError> {
+        let record = self
+            .ask(id, |reply| Command::StartRecording {
+                kind: req.kind,
+                format: req.format,
+                actor,
+                reply,
+            })
+            .await?;
+        Ok(self.recording_view(&record))
+    }
+
+    fn stored_recording(
+        &self,
+        id: &crate::ids::RecordingId,
+    ) -> Result<crate::model::RecordingRecord, ControlError> {
+        self.inner
+            .store
+            .get_recording(id)?
+            .ok_or(ControlError::NotFound("recording"))
+    }
+
+    /// Stops a recording; answers once its files are complete.
+    pub async fn stop_recording(
+        &self,
+        id: &crate::ids::RecordingId,
+    ) -> Result<RecordingView, ControlError> {
+        let record = self.stored_recording(id)?;
+        let running = matches!(
+            record.state,
+            crate::model::RecordingState::Recording | crate::model::RecordingState::Finalizing
+        );
+        if running && let Ok(handle) = self.handle(&record.room_id) {
+            let (tx, rx) = oneshot::channel();
+            handle.send(Command::StopRecording {
+                recording: id.clone(),
+                reply: tx,
+            })?;
+            if let Ok(Ok(done)) = tokio::time::timeout(Duration::from_secs(10), rx).await {
+                return Ok(self.recording_view(&done?));
+            }
+        }
+        Ok(self.recording_view(&self.stored_recording(id)?))
+    }
+
+    /// One recording.
+    pub fn recording(&self, id: &crate::ids::RecordingId) -> Result<RecordingView, ControlError> {
+        Ok(self.recording_view(&self.stored_recording(id)?))
+    }
+
+    /// Recordings, of one room or all.
+    pub fn recordings(&self, room: Option<&RoomId>) -> Result<Vec<RecordingView>, ControlError> {
+        let list = match room {
+            Some(r) => self.inner.store.room_recordings(r)?,
+            None => self.inner.store.all_recordings()?,
+        };
+        Ok(list.iter().map(|r| self.recording_view(r)).collect())
+    }
+
+    /// Stops (if needed) and deletes a recording and its files.
+    pub async fn delete_recording(&self, id: &crate::ids::RecordingId) -> Result<(), ControlError> {
+        self.stop_recording(id).await?;
+        let dir = self.recording_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| ControlError::Media(format!("cannot delete files: {e}")))?;
+        }
+        self.inner.store.delete_recording(id)?;
+        Ok(())
+    }
+
+    /// The path of a recording's file, for download.
+    pub fn recording_file(
+        &self,
+        id: &crate::ids::RecordingId,
+        name: &str,
+    ) -> Result<std::path::PathBuf, ControlError> {
+        if !recording::is_plain_name(name) {
+            return Err(ControlError::NotFound("file"));
+        }
+        self.stored_recording(id)?;
+        let path = self.recording_dir(id).join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ControlError::NotFound("file"))
+        }
+    }
+
+    /// Recordings left running by a server that died end now: their files
+    /// are fragmented/streamable, so what was written is playable.
+    fn recover_recordings(&self) -> Result<(), ControlError> {
+        use crate::model::RecordingState;
+        let mut stale = self.inner.store.recordings_in_state("recording")?;
+        stale.extend(self.inner.store.recordings_in_state("finalizing")?);
+        for mut r in stale {
+            let dir = self.recording_dir(&r.id);
+            r.files = recording::list_files(&dir);
+            let last_write = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.metadata().ok()?.modified().ok())
+                .max();
+            r.ended_at = Some(match last_write {
+                Some(t) => time::OffsetDateTime::from(t)
+                    .replace_nanosecond(0)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(now_rfc3339),
+                None => now_rfc3339(),
+            });
+            let started = time::OffsetDateTime::parse(
+                &r.started_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok();
+            let ended = r.ended_at.as_deref().and_then(|e| {
+                time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok()
+            });
+            r.duration_s = started
+                .zip(ended)
+                .map(|(s, e)| (e - s).as_seconds_f64().max(0.0));
+            if r.files.iter().any(|f| f.size > 0) {
+                r.state = RecordingState::Ready;
+                r.error = Some(
+                    "the server stopped while recording; the files end where it stopped".into(),
+                );
+            } else {
+                r.state = RecordingState::Failed;
+                r.error = Some("the server stopped before anything was written".into());
+            }
+            tracing::info!(recording = %r.id, state = ?r.state, "interrupted recording closed");
+            self.inner.store.save_recording(&r)?;
+        }
+        Ok(())
     }
 
     /// A room's moderation log (open or closed rooms).

@@ -3,13 +3,18 @@
 //! (from the edge), media events over another (from GStreamer callbacks);
 //! readers see a published [`Snapshot`].
 
+use super::recording::{Active, track_stem};
 use super::speakers::Speakers;
 use super::tokens::TokenSigner;
 use super::{Actor, ControlError, Links, PatchRoom};
 use crate::config::IceSettings;
+use crate::ids::RecordingId;
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::{MediaEvent, PeerState, RoomMedia, TrackKind};
-use crate::model::{Role, RoomRecord, now_rfc3339, unix_now};
+use crate::model::{
+    RecordingFormat, RecordingKind, RecordingRecord, RecordingState, Role, RoomRecord, now_rfc3339,
+    unix_now,
+};
 use crate::signaling::{
     ClientMessage, IceServer, MediaState, PROTOCOL_VERSION, ParticipantInfo, PcKind, RoomSummary,
     ServerMessage, TrackDescription,
@@ -150,6 +155,24 @@ pub enum Command {
         /// Done.
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
+    /// Start recording.
+    StartRecording {
+        /// Composite or tracks.
+        kind: RecordingKind,
+        /// Container.
+        format: RecordingFormat,
+        /// Who asks.
+        actor: Actor,
+        /// The new recording.
+        reply: oneshot::Sender<Result<RecordingRecord, ControlError>>,
+    },
+    /// Stop a recording; the reply comes once its files are complete.
+    StopRecording {
+        /// Which.
+        recording: RecordingId,
+        /// The finished recording.
+        reply: oneshot::Sender<Result<RecordingRecord, ControlError>>,
+    },
     /// Close the room.
     Close {
         /// Who asks.
@@ -199,6 +222,10 @@ pub struct RoomDeps {
     pub audio_last_n: usize,
     /// Makes the room's links (hosts are shown the invite link).
     pub links: Links,
+    /// Encoders and decoders of this machine.
+    pub codecs: Arc<crate::media::codecs::Selection>,
+    /// Where recordings are written (a directory per recording).
+    pub recordings_dir: std::path::PathBuf,
     /// Called when the actor stops.
     pub on_closed: Box<dyn Fn(&RoomId) + Send + Sync>,
 }
@@ -322,6 +349,8 @@ struct Room {
     audio_forwarded: Option<HashSet<ParticipantId>>,
     /// People waiting for a host, in arrival order.
     lobby: Vec<(ParticipantId, Waiting)>,
+    /// Recordings running or finishing.
+    recordings: Vec<Active>,
 }
 
 /// How often speakers are re-evaluated.
@@ -369,6 +398,7 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
         speakers: Speakers::default(),
         audio_forwarded: None,
         lobby: Vec::new(),
+        recordings: Vec::new(),
     };
     let span = tracing::info_span!("room", room = %room.record.id);
     tokio::spawn(room.run(rx, media_rx).instrument(span));
@@ -612,6 +642,15 @@ impl Room {
             } => {
                 let _ = reply.send(self.deny(&participant, &actor));
             }
+            Command::StartRecording {
+                kind,
+                format,
+                actor,
+                reply,
+            } => {
+                let _ = reply.send(self.start_recording(kind, format, &actor));
+            }
+            Command::StopRecording { recording, reply } => self.stop_recording(&recording, reply),
             Command::Close { actor, reply } => {
                 self.audit(&actor, "room_closed", None, serde_json::json!({}));
                 self.close("closed").await;
@@ -924,6 +963,7 @@ impl Room {
             match RoomMedia::new(
                 self.record.id.clone(),
                 self.deps.ice.clone(),
+                self.deps.codecs.clone(),
                 self.media_tx.clone(),
             ) {
                 Ok(m) => self.media = Some(m),
@@ -1402,6 +1442,7 @@ impl Room {
                 if kind == TrackKind::Audio {
                     self.update_audio_forwarding();
                 }
+                self.record_new_track(&participant, &track, kind);
                 for sub in &subscribers {
                     self.renegotiate(sub).await;
                 }
@@ -1437,6 +1478,27 @@ impl Room {
                     _ => {}
                 }
             }
+            MediaEvent::RecordingFileDone { recording, file } => {
+                if let Some(a) = self.recordings.iter_mut().find(|a| a.id() == &recording) {
+                    a.open.remove(&file);
+                }
+                self.finish_recordings();
+            }
+            MediaEvent::RecordingFailed { recording, message } => {
+                if let Some(i) = self.recordings.iter().position(|a| a.id() == &recording) {
+                    let mut a = self.recordings.remove(i);
+                    let record = a.end(RecordingState::Failed, Some(message.clone()));
+                    self.save_recording(&record);
+                    self.audit(
+                        &Actor::System,
+                        "recording_failed",
+                        None,
+                        serde_json::json!({"recording": recording, "error": message}),
+                    );
+                    a.notify();
+                }
+                self.after_recordings_changed();
+            }
             MediaEvent::PeerError {
                 participant,
                 message,
@@ -1454,6 +1516,7 @@ impl Room {
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.finish_recordings();
         let stuck: Vec<ParticipantId> = self
             .participants
             .iter()
@@ -1506,8 +1569,11 @@ impl Room {
             },
         );
         if self.participants.is_empty() {
-            // Nobody inside: free the pipeline; the empty timer starts.
-            self.media = None;
+            // Nobody inside: free the pipeline (unless it is recording); the
+            // empty timer starts.
+            if self.recordings.is_empty() {
+                self.media = None;
+            }
             self.empty_since = Some(Instant::now());
         }
         self.publish_snapshot();
@@ -1517,10 +1583,197 @@ impl Room {
         }
     }
 
+    fn save_recording(&self, record: &RecordingRecord) {
+        if let Err(e) = self.deps.store.save_recording(record) {
+            tracing::error!(recording = %record.id, "cannot store recording: {e}");
+        }
+    }
+
+    fn ensure_media(&mut self) -> Result<&RoomMedia, ControlError> {
+        if self.media.is_none() {
+            let m = RoomMedia::new(
+                self.record.id.clone(),
+                self.deps.ice.clone(),
+                self.deps.codecs.clone(),
+                self.media_tx.clone(),
+            )
+            .map_err(|e| ControlError::Media(e.to_string()))?;
+            self.media = Some(m);
+        }
+        self.media
+            .as_ref()
+            .ok_or_else(|| ControlError::Media("no media".into()))
+    }
+
+    fn start_recording(
+        &mut self,
+        kind: RecordingKind,
+        format: RecordingFormat,
+        actor: &Actor,
+    ) -> Result<RecordingRecord, ControlError> {
+        if self
+            .recordings
+            .iter()
+            .any(|a| a.record.state == RecordingState::Recording)
+        {
+            return Err(ControlError::AlreadyRecording);
+        }
+        let id = RecordingId::generate();
+        let dir = self.deps.recordings_dir.join(id.as_str());
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ControlError::Media(format!("cannot create {}: {e}", dir.display())))?;
+        let record = RecordingRecord {
+            id: id.clone(),
+            room_id: self.record.id.clone(),
+            kind,
+            format,
+            state: RecordingState::Recording,
+            started_at: now_rfc3339(),
+            ended_at: None,
+            duration_s: None,
+            error: None,
+            files: Vec::new(),
+        };
+        let mut active = Active::new(record.clone(), dir.clone());
+        let tracks: Vec<(TrackId, ParticipantId, TrackKind)> = self
+            .tracks
+            .iter()
+            .map(|(t, m)| (t.clone(), m.owner.clone(), m.kind))
+            .collect();
+        let media = self.ensure_media()?;
+        match kind {
+            RecordingKind::Composite => {
+                let file = media
+                    .start_composite_recording(&id, format, &dir)
+                    .map_err(|e| ControlError::Media(e.to_string()))?;
+                active.open.insert(file);
+            }
+            RecordingKind::Tracks => {
+                for (track, owner, k) in tracks {
+                    let stem = track_stem(owner.as_str(), k.as_str(), track.as_str());
+                    match media.record_track(&id, &track, format, &dir, &stem) {
+                        Ok(file) => {
+                            active.open.insert(file);
+                        }
+                        Err(e) => tracing::warn!(%track, "cannot record track: {e}"),
+                    }
+                }
+            }
+        }
+        self.save_recording(&record);
+        self.audit(
+            actor,
+            "recording_started",
+            None,
+            serde_json::json!({"recording": id, "kind": kind, "format": format}),
+        );
+        tracing::info!(recording = %id, ?kind, ?format, "recording started");
+        self.recordings.push(active);
+        Ok(record)
+    }
+
+    /// A track that starts during a `tracks` recording gets its own file.
+    fn record_new_track(&mut self, owner: &ParticipantId, track: &TrackId, kind: TrackKind) {
+        let Some(media) = &self.media else { return };
+        for a in self.recordings.iter_mut().filter(|a| {
+            a.record.kind == RecordingKind::Tracks && a.record.state == RecordingState::Recording
+        }) {
+            let stem = track_stem(owner.as_str(), kind.as_str(), track.as_str());
+            match media.record_track(&a.record.id, track, a.record.format, &a.dir, &stem) {
+                Ok(file) => {
+                    a.open.insert(file);
+                }
+                Err(e) => tracing::warn!(%track, "cannot record track: {e}"),
+            }
+        }
+    }
+
+    fn stop_recording(
+        &mut self,
+        id: &RecordingId,
+        reply: oneshot::Sender<Result<RecordingRecord, ControlError>>,
+    ) {
+        let Some(a) = self.recordings.iter_mut().find(|a| a.id() == id) else {
+            let _ = reply.send(Err(ControlError::NotFound("recording")));
+            return;
+        };
+        if a.record.state == RecordingState::Recording {
+            a.record.state = RecordingState::Finalizing;
+            a.stopping_since = Some(std::time::Instant::now());
+            if let Some(media) = &self.media {
+                media.stop_recording(id);
+            }
+        }
+        a.waiters.push(reply);
+        let record = a.record.clone();
+        self.save_recording(&record);
+        self.finish_recordings();
+    }
+
+    /// Recordings whose files are all complete (or that waited too long) end.
+    fn finish_recordings(&mut self) {
+        let mut i = 0;
+        let mut changed = false;
+        while i < self.recordings.len() {
+            let a = &self.recordings[i];
+            let done = a.record.state == RecordingState::Finalizing
+                && (a.open.is_empty()
+                    || a.stopping_since
+                        .is_some_and(|t| t.elapsed() > Duration::from_secs(5)));
+            if done {
+                let mut a = self.recordings.remove(i);
+                let record = a.end(RecordingState::Ready, None);
+                self.save_recording(&record);
+                tracing::info!(recording = %record.id, "recording ready");
+                a.notify();
+                changed = true;
+            } else {
+                i += 1;
+            }
+        }
+        if changed {
+            self.after_recordings_changed();
+        }
+    }
+
+    fn after_recordings_changed(&mut self) {
+        if let Some(media) = &self.media {
+            media.release_mixer_if_unused();
+        }
+        if self.recordings.is_empty() && self.participants.is_empty() {
+            self.media = None;
+        }
+    }
+
+    /// Stops every recording and waits (up to 3 s) for the files to close.
+    async fn finalize_all_recordings(&mut self) {
+        if self.recordings.is_empty() {
+            return;
+        }
+        let ids: Vec<RecordingId> = self.recordings.iter().map(|a| a.id().clone()).collect();
+        if let Some(media) = &self.media {
+            for id in &ids {
+                media.stop_recording(id);
+            }
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while ids.iter().any(|id| !media.recording_files(id).is_empty())
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        for mut a in std::mem::take(&mut self.recordings) {
+            let record = a.end(RecordingState::Ready, None);
+            self.save_recording(&record);
+            a.notify();
+        }
+    }
+
     async fn close(&mut self, reason: &str) {
         if self.closed {
             return;
         }
+        self.finalize_all_recordings().await;
         // Stored closed (and the API answering 404) before anyone is told.
         let mut record = self.record.clone();
         record.closed_at = Some(now_rfc3339());
@@ -1556,6 +1809,9 @@ fn refuse(cmd: Command) {
         | Command::Mute { reply, .. }
         | Command::Admit { reply, .. }
         | Command::Deny { reply, .. } => {
+            let _ = reply.send(Err(ControlError::RoomClosed));
+        }
+        Command::StartRecording { reply, .. } | Command::StopRecording { reply, .. } => {
             let _ = reply.send(Err(ControlError::RoomClosed));
         }
         Command::Close { reply, .. } => {

@@ -69,9 +69,10 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match &e {
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::RoomClosed | ControlError::RoomLocked | ControlError::RoomFull => {
-                StatusCode::CONFLICT
-            }
+            ControlError::RoomClosed
+            | ControlError::RoomLocked
+            | ControlError::RoomFull
+            | ControlError::AlreadyRecording => StatusCode::CONFLICT,
             ControlError::Forbidden(_) | ControlError::Banned => StatusCode::FORBIDDEN,
             ControlError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,

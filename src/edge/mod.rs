@@ -3,6 +3,7 @@
 //! `control`.
 
 pub mod errors;
+pub mod files;
 pub mod ratelimit;
 pub mod rest;
 pub mod web;

@@ -2,7 +2,8 @@
 
 use super::errors::ApiError;
 use super::{App, Caller, admin, caller, json_body, optional_json_body, with_app};
-use crate::control::{Actor, CreateRoom, MuteRequest, PatchRoom, RotateInvite};
+use crate::control::{Actor, CreateRoom, MuteRequest, PatchRoom, RotateInvite, StartRecording};
+use crate::ids::RecordingId;
 use crate::ids::{ParticipantId, RoomId};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -17,6 +18,10 @@ fn room_id(s: &str) -> Result<RoomId, Rejection> {
     RoomId::parse(s).ok_or_else(|| warp::reject::custom(ApiError::not_found("room")))
 }
 
+fn recording_id(s: &str) -> Result<RecordingId, Rejection> {
+    RecordingId::parse(s).ok_or_else(|| warp::reject::custom(ApiError::not_found("recording")))
+}
+
 fn participant_id(s: &str) -> Result<ParticipantId, Rejection> {
     ParticipantId::parse(s).ok_or_else(|| warp::reject::custom(ApiError::not_found("participant")))
 }
@@ -29,10 +34,11 @@ fn no_content() -> warp::reply::Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// One REST route, boxed.
+type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
 /// Every REST route.
-pub fn routes(
-    app: Arc<App>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+pub fn routes(app: Arc<App>) -> Route {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| json_status(&json!({"status": "ok"}), StatusCode::OK));
@@ -204,6 +210,81 @@ pub fn routes(
             Resp::Ok(json_status(&json!({"events": list}), StatusCode::OK))
         });
 
+    let start_recording = warp::path!("api" / "v1" / "rooms" / String / "recordings")
+        .and(warp::post())
+        .and(admin(app.clone()))
+        .and(optional_json_body::<OptionalStart>())
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String, body: OptionalStart, app: Arc<App>| async move {
+                let rec = app
+                    .control
+                    .start_recording(&room_id(&id)?, body.0, Actor::Admin)
+                    .await?;
+                Resp::Ok(json_status(&rec, StatusCode::CREATED))
+            },
+        );
+
+    let list_recordings = warp::path!("api" / "v1" / "recordings")
+        .and(warp::get())
+        .and(admin(app.clone()))
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(with_app(app.clone()))
+        .and_then(
+            |q: std::collections::HashMap<String, String>, app: Arc<App>| async move {
+                let room = match q.get("room_id") {
+                    Some(r) => Some(
+                        RoomId::parse(r)
+                            .ok_or_else(|| warp::reject::custom(ApiError::not_found("room")))?,
+                    ),
+                    None => None,
+                };
+                let list = app.control.recordings(room.as_ref())?;
+                Resp::Ok(json_status(&json!({"recordings": list}), StatusCode::OK))
+            },
+        );
+
+    let get_recording = warp::path!("api" / "v1" / "recordings" / String)
+        .and(warp::get())
+        .and(admin(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            let rec = app.control.recording(&recording_id(&id)?)?;
+            Resp::Ok(json_status(&rec, StatusCode::OK))
+        });
+
+    let stop_recording = warp::path!("api" / "v1" / "recordings" / String / "stop")
+        .and(warp::post())
+        .and(admin(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            let rec = app.control.stop_recording(&recording_id(&id)?).await?;
+            Resp::Ok(json_status(&rec, StatusCode::OK))
+        });
+
+    let delete_recording = warp::path!("api" / "v1" / "recordings" / String)
+        .and(warp::delete())
+        .and(admin(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            app.control.delete_recording(&recording_id(&id)?).await?;
+            Resp::Ok(no_content())
+        });
+
+    let recording_file = warp::path!("api" / "v1" / "recordings" / String / "files" / String)
+        .and(warp::get())
+        .and(admin(app.clone()))
+        .and(warp::header::optional::<String>("range"))
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String, name: String, range: Option<String>, app: Arc<App>| async move {
+                let path = app.control.recording_file(&recording_id(&id)?, &name)?;
+                super::files::serve(&path, range.as_deref())
+                    .await
+                    .map_err(warp::reject::custom)
+            },
+        );
+
     let public = warp::path!("api" / "v1" / "public" / "rooms")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -214,39 +295,47 @@ pub fn routes(
             )
         });
 
-    healthz
-        .or(system)
-        .unify()
-        .or(public)
-        .unify()
-        .or(create)
-        .unify()
-        .or(list)
-        .unify()
-        .or(get)
-        .unify()
-        .or(patch)
-        .unify()
-        .or(delete)
-        .unify()
-        .or(invite)
-        .unify()
-        .or(participants)
-        .unify()
-        .or(remove)
-        .unify()
-        .or(mute)
-        .unify()
-        .or(lobby)
-        .unify()
-        .or(admit)
-        .unify()
-        .or(deny)
-        .unify()
-        .or(events)
-        .unify()
-        .or(host_link)
-        .unify()
+    // Boxed one by one: a long chain of `or` makes type checking crawl.
+    let rest: Vec<Route> = vec![
+        system.boxed(),
+        public.boxed(),
+        create.boxed(),
+        list.boxed(),
+        get.boxed(),
+        patch.boxed(),
+        delete.boxed(),
+        invite.boxed(),
+        participants.boxed(),
+        remove.boxed(),
+        mute.boxed(),
+        lobby.boxed(),
+        admit.boxed(),
+        deny.boxed(),
+        events.boxed(),
+        host_link.boxed(),
+        start_recording.boxed(),
+        list_recordings.boxed(),
+        get_recording.boxed(),
+        stop_recording.boxed(),
+        delete_recording.boxed(),
+        recording_file.boxed(),
+    ];
+    rest.into_iter()
+        .fold(healthz.boxed(), |all, r| all.or(r).unify().boxed())
+}
+
+/// `POST /recordings` with an optional body: composite MP4 by default.
+#[derive(Debug, serde::Deserialize)]
+#[serde(transparent)]
+struct OptionalStart(StartRecording);
+
+impl Default for OptionalStart {
+    fn default() -> Self {
+        OptionalStart(StartRecording {
+            kind: crate::model::RecordingKind::Composite,
+            format: crate::model::RecordingFormat::Mp4,
+        })
+    }
 }
 
 async fn create_room(

@@ -66,7 +66,10 @@ impl Preferences {
                 Ok(p) => return p,
                 Err(e) => tracing::warn!("{}: {e}; using the built-in preferences", path.display()),
             },
-            Err(_) => tracing::debug!("{} not found; using the built-in preferences", path.display()),
+            Err(_) => tracing::debug!(
+                "{} not found; using the built-in preferences",
+                path.display()
+            ),
         }
         Self::parse(DEFAULT_PREFERENCES).unwrap_or_default()
     }
@@ -113,7 +116,10 @@ pub fn hw_family(element: &str) -> &'static str {
 
 /// First of `candidates` that `registry` knows.
 pub fn pick<'a>(candidates: &'a [String], registry: &impl Registry) -> Option<&'a str> {
-    candidates.iter().map(String::as_str).find(|c| registry.has(c))
+    candidates
+        .iter()
+        .map(String::as_str)
+        .find(|c| registry.has(c))
 }
 
 /// What was chosen on this machine.
@@ -266,7 +272,10 @@ fn mapping(element: &str) -> Option<Mapping> {
 
 /// The `(property, value)` pairs that configure `element` for `settings`,
 /// in GStreamer's units (empty for an element we do not know).
-pub fn encoder_properties(element: &str, settings: &EncoderSettings) -> Vec<(&'static str, String)> {
+pub fn encoder_properties(
+    element: &str,
+    settings: &EncoderSettings,
+) -> Vec<(&'static str, String)> {
     let Some(m) = mapping(element) else {
         return Vec::new();
     };
@@ -298,7 +307,10 @@ pub fn encoder_description(element: &str, settings: &EncoderSettings) -> String 
 }
 
 /// Makes and configures an encoder (properties it lacks are skipped).
-pub fn make_encoder(element: &str, settings: &EncoderSettings) -> Result<gst::Element, super::MediaError> {
+pub fn make_encoder(
+    element: &str,
+    settings: &EncoderSettings,
+) -> Result<gst::Element, super::MediaError> {
     use gst::prelude::*;
     let e = super::make(element, None)?;
     for (k, v) in encoder_properties(element, settings) {
@@ -335,7 +347,9 @@ mod tests {
         let p = prefs();
         let h264 = &p.encoders["h264"];
         assert_eq!(h264.first().map(String::as_str), Some("nvh264enc"));
-        assert!(h264.iter().position(|e| e == "x264enc") > h264.iter().position(|e| e == "vah264enc"));
+        assert!(
+            h264.iter().position(|e| e == "x264enc") > h264.iter().position(|e| e == "vah264enc")
+        );
         for codec in Codec::ALL {
             assert!(p.encoders.contains_key(codec.name()), "{codec:?}");
             assert!(p.decoders.contains_key(codec.name()), "{codec:?}");
@@ -344,7 +358,20 @@ mod tests {
 
     #[test]
     fn a_machine_with_an_nvidia_gpu() {
-        let registry = |e: &str| ["nvh264enc", "nvh264dec", "x264enc", "vp8enc", "vp8dec", "avdec_h264", "opusenc", "opusdec", "avenc_aac"].contains(&e);
+        let registry = |e: &str| {
+            [
+                "nvh264enc",
+                "nvh264dec",
+                "x264enc",
+                "vp8enc",
+                "vp8dec",
+                "avdec_h264",
+                "opusenc",
+                "opusdec",
+                "avenc_aac",
+            ]
+            .contains(&e)
+        };
         let s = Selection::choose(&prefs(), &registry);
         assert_eq!(s.encoder(Codec::H264), Some("nvh264enc"));
         assert_eq!(s.decoder(Codec::H264), Some("nvh264dec"));
@@ -358,7 +385,8 @@ mod tests {
 
     #[test]
     fn a_machine_with_va_only() {
-        let registry = |e: &str| ["vah264enc", "vah264dec", "vavp8dec", "x264enc", "vp8enc"].contains(&e);
+        let registry =
+            |e: &str| ["vah264enc", "vah264dec", "vavp8dec", "x264enc", "vp8enc"].contains(&e);
         let s = Selection::choose(&prefs(), &registry);
         assert_eq!(s.encoder(Codec::H264), Some("vah264enc"));
         assert_eq!(s.decoder(Codec::Vp8), Some("vavp8dec"));
@@ -371,7 +399,18 @@ mod tests {
 
     #[test]
     fn a_machine_without_hardware() {
-        let registry = |e: &str| ["x264enc", "openh264enc", "vp8enc", "vp8dec", "avdec_h264", "opusenc", "avenc_aac"].contains(&e);
+        let registry = |e: &str| {
+            [
+                "x264enc",
+                "openh264enc",
+                "vp8enc",
+                "vp8dec",
+                "avdec_h264",
+                "opusenc",
+                "avenc_aac",
+            ]
+            .contains(&e)
+        };
         let s = Selection::choose(&prefs(), &registry);
         assert_eq!(s.encoder(Codec::H264), Some("x264enc"));
         assert_eq!(s.encoder(Codec::Aac), Some("avenc_aac"));
@@ -393,17 +432,26 @@ mod tests {
             encoder_description("vp8enc", &video(800)),
             "vp8enc target-bitrate=800000 keyframe-max-dist=60 end-usage=cbr cpu-used=8 deadline=1 lag-in-frames=0"
         );
-        assert_eq!(encoder_description("avenc_aac", &video(128)), "avenc_aac bitrate=128000");
+        assert_eq!(
+            encoder_description("avenc_aac", &video(128)),
+            "avenc_aac bitrate=128000"
+        );
         // Without openh264 or x264, no H.264 encoder at all.
         let none = |e: &str| e == "vp8enc";
-        assert_eq!(Selection::choose(&prefs(), &none).encoder(Codec::H264), None);
+        assert_eq!(
+            Selection::choose(&prefs(), &none).encoder(Codec::H264),
+            None
+        );
     }
 
     #[test]
     fn operators_can_reorder_and_unknown_elements_keep_defaults() {
         let p = Preferences::parse("[encoders]\nh264 = [\"openh264enc\", \"x264enc\"]\n").unwrap();
         let registry = |e: &str| ["x264enc", "openh264enc"].contains(&e);
-        assert_eq!(Selection::choose(&p, &registry).encoder(Codec::H264), Some("openh264enc"));
+        assert_eq!(
+            Selection::choose(&p, &registry).encoder(Codec::H264),
+            Some("openh264enc")
+        );
         assert_eq!(encoder_description("someenc", &video(1)), "someenc");
         assert!(Preferences::parse("encoders = 5").is_err());
     }

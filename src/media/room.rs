@@ -8,11 +8,16 @@
 //! round trip through the task.
 
 use super::audio_level::{self, LevelMeter};
+use super::codecs::Selection;
 use super::forwarder::Forwarder;
+use super::mixer::{MixInput, Mixer, MixerConfig};
+use super::recorder::{BranchDone, RecordingBranch};
 use super::rtp::{ForwardFormat, forward_format, normalise_buffer};
 use super::{MediaError, ice, make, peer, sdp};
 use crate::config::IceSettings;
+use crate::ids::RecordingId;
 use crate::ids::{ParticipantId, RoomId, TrackId};
+use crate::model::RecordingFormat;
 use crate::signaling::PcKind;
 use futures::StreamExt;
 use gst::prelude::*;
@@ -70,6 +75,20 @@ pub enum MediaEvent {
         /// New state.
         state: PeerState,
     },
+    /// A recording file is complete.
+    RecordingFileDone {
+        /// Recording.
+        recording: RecordingId,
+        /// File.
+        file: std::path::PathBuf,
+    },
+    /// A recording failed (disk full, write error); its branches are gone.
+    RecordingFailed {
+        /// Recording.
+        recording: RecordingId,
+        /// What happened.
+        message: String,
+    },
     /// An element of a participant's branch failed.
     PeerError {
         /// Whose branch.
@@ -113,13 +132,19 @@ struct Peer {
 struct State {
     peers: HashMap<ParticipantId, Peer>,
     tracks: HashMap<TrackId, Track>,
+    /// The composite, while something uses it.
+    mixer: Option<Mixer>,
+    /// Recording branches being written or finishing.
+    branches: Vec<RecordingBranch>,
 }
 
 struct Inner {
     room: RoomId,
     pipeline: gst::Pipeline,
     ice: IceSettings,
+    codecs: Arc<Selection>,
     events: mpsc::UnboundedSender<MediaEvent>,
+    branch_done: mpsc::UnboundedSender<BranchDone>,
     state: Mutex<State>,
 }
 
@@ -185,6 +210,7 @@ impl RoomMedia {
     pub fn new(
         room: RoomId,
         ice: IceSettings,
+        codecs: Arc<Selection>,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> Result<Self, MediaError> {
         let pipeline = gst::Pipeline::with_name(&format!("room_{room}"));
@@ -194,19 +220,31 @@ impl RoomMedia {
         let bus = pipeline
             .bus()
             .ok_or_else(|| MediaError::Pipeline("pipeline without bus".into()))?;
+        let (branch_tx, mut branch_rx) = mpsc::unbounded_channel::<BranchDone>();
         let inner = Arc::new(Inner {
             room,
             pipeline,
             ice,
+            codecs,
             events,
+            branch_done: branch_tx,
             state: Mutex::new(State::default()),
         });
         let weak = Arc::downgrade(&inner);
         let bus_task = tokio::spawn(async move {
             let mut messages = bus.stream();
-            while let Some(msg) = messages.next().await {
-                let Some(inner) = weak.upgrade() else { break };
-                inner.on_bus_message(&msg);
+            loop {
+                tokio::select! {
+                    msg = messages.next() => {
+                        let Some(msg) = msg else { break };
+                        let Some(inner) = weak.upgrade() else { break };
+                        inner.on_bus_message(&msg);
+                    }
+                    Some(done) = branch_rx.recv() => {
+                        let Some(inner) = weak.upgrade() else { break };
+                        inner.on_branch_done(done);
+                    }
+                }
             }
         });
         Ok(Self { inner, bus_task })
@@ -514,6 +552,18 @@ impl RoomMedia {
         // This participant's tracks, forwarded to others.
         let mut affected = Vec::new();
         for (tid, track) in owned {
+            {
+                let mut state = inner.lock();
+                // Its files end here; its tile leaves the composite.
+                for b in state.branches.iter_mut() {
+                    if b.reads(&track.tee) {
+                        b.finish();
+                    }
+                }
+                if let Some(m) = state.mixer.as_mut() {
+                    teardown.extend(m.remove_input(&tid));
+                }
+            }
             let branches: Vec<(ParticipantId, Forwarder, gst::Element)> = {
                 let mut state = inner.lock();
                 state
@@ -535,6 +585,178 @@ impl RoomMedia {
         }
         inner.remove_elements_later(teardown);
         affected
+    }
+
+    /// Starts a composite recording into `dir` (the mixer starts with it).
+    pub fn start_composite_recording(
+        &self,
+        recording: &RecordingId,
+        format: RecordingFormat,
+        dir: &std::path::Path,
+    ) -> Result<std::path::PathBuf, MediaError> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        if state.mixer.is_none() {
+            let mut mixer = Mixer::new(&inner.pipeline, MixerConfig::default(), &inner.codecs)?;
+            let tracks: Vec<(TrackId, ParticipantId, TrackKind, String, gst::Element)> = state
+                .tracks
+                .iter()
+                .map(|(id, t)| {
+                    (
+                        id.clone(),
+                        t.owner.clone(),
+                        t.format.kind,
+                        t.format.codec.clone(),
+                        t.tee.clone(),
+                    )
+                })
+                .collect();
+            for (id, owner, kind, codec, tee) in tracks {
+                let input = MixInput {
+                    track: &id,
+                    owner: &owner,
+                    kind,
+                    codec: &codec,
+                    tee: &tee,
+                };
+                if let Err(e) = mixer.add_input(&inner.pipeline, input, &inner.codecs) {
+                    tracing::warn!(room = %inner.room, track = %id, "cannot mix: {e}");
+                }
+            }
+            state.mixer = Some(mixer);
+        }
+        let Some(mixer) = &state.mixer else {
+            return Err(MediaError::Pipeline("no mixer".into()));
+        };
+        let branch = RecordingBranch::composite(
+            &inner.pipeline,
+            recording,
+            &mixer.video,
+            &mixer.audio_aac,
+            format,
+            dir,
+            inner.branch_done.clone(),
+        )?;
+        // The file starts at the next keyframe: ask for one now.
+        if let Some(pad) = mixer.video.static_pad("sink") {
+            pad.push_event(
+                gst_video::UpstreamForceKeyUnitEvent::builder()
+                    .all_headers(true)
+                    .build(),
+            );
+        }
+        let file = branch.file.clone();
+        state.branches.push(branch);
+        let tracks: Vec<TrackId> = state.tracks.keys().cloned().collect();
+        drop(state);
+        // Decoders start at a keyframe too.
+        for t in tracks {
+            self.request_keyframe(&t);
+        }
+        Ok(file)
+    }
+
+    /// Starts writing `track` (as published) into `dir`, named `stem`.
+    pub fn record_track(
+        &self,
+        recording: &RecordingId,
+        track: &TrackId,
+        format: RecordingFormat,
+        dir: &std::path::Path,
+        stem: &str,
+    ) -> Result<std::path::PathBuf, MediaError> {
+        let inner = &self.inner;
+        let (tee, codec) = {
+            let state = inner.lock();
+            let t = state
+                .tracks
+                .get(track)
+                .ok_or_else(|| MediaError::Pipeline(format!("unknown track {track}")))?;
+            (t.tee.clone(), t.format.codec.clone())
+        };
+        let branch = RecordingBranch::track(
+            &inner.pipeline,
+            recording,
+            &tee,
+            &codec,
+            format,
+            &dir.join(stem),
+            inner.branch_done.clone(),
+        )?;
+        let file = branch.file.clone();
+        inner.lock().branches.push(branch);
+        self.request_keyframe(track);
+        Ok(file)
+    }
+
+    /// Finishes every file of `recording` (EOS through its branches);
+    /// `RecordingFileDone` follows per file. Returns how many are finishing.
+    pub fn stop_recording(&self, recording: &RecordingId) -> usize {
+        let mut state = self.inner.lock();
+        let mut n = 0;
+        for b in state
+            .branches
+            .iter_mut()
+            .filter(|b| b.recording() == recording && !b.is_done())
+        {
+            b.finish();
+            n += 1;
+        }
+        n
+    }
+
+    /// Files of `recording` still being written.
+    pub fn recording_files(&self, recording: &RecordingId) -> Vec<std::path::PathBuf> {
+        let state = self.inner.lock();
+        state
+            .branches
+            .iter()
+            .filter(|b| b.recording() == recording)
+            .map(|b| b.file.clone())
+            .collect()
+    }
+
+    /// Drops the mixer when nothing records the composite any more.
+    pub fn release_mixer_if_unused(&self) {
+        let elements = {
+            let mut state = self.inner.lock();
+            let used = state
+                .branches
+                .iter()
+                .any(|b| b.file.file_stem().is_some_and(|s| s == "composite"));
+            if used {
+                return;
+            }
+            match state.mixer.take() {
+                Some(m) => m.into_elements(),
+                None => return,
+            }
+        };
+        self.inner.remove_elements_later(elements);
+    }
+
+    /// The composite's tiles: (participant, rectangle), in order.
+    pub fn composite_tiles(&self) -> Vec<(ParticipantId, super::layout::Rect)> {
+        self.inner
+            .lock()
+            .mixer
+            .as_ref()
+            .map(|m| m.tiles())
+            .unwrap_or_default()
+    }
+
+    /// Hides or shows a participant's video in the composite.
+    pub fn set_composite_video(&self, owner: &ParticipantId, shown: bool) {
+        if let Some(m) = self.inner.lock().mixer.as_mut() {
+            m.set_shown(owner, shown);
+        }
+    }
+
+    /// Who the speaker layout puts large.
+    pub fn set_composite_focus(&self, owner: Option<ParticipantId>) {
+        if let Some(m) = self.inner.lock().mixer.as_mut() {
+            m.set_focus(owner);
+        }
     }
 
     /// Number of participants with media sessions.
@@ -717,6 +939,21 @@ impl Inner {
                 self.remove_element(&tee);
                 return;
             }
+            if let Some(m) = state.mixer.as_mut()
+                && let Err(e) = m.add_input(
+                    &self.pipeline,
+                    MixInput {
+                        track: &track,
+                        owner,
+                        kind: format.kind,
+                        codec: &format.codec,
+                        tee: &tee,
+                    },
+                    &self.codecs,
+                )
+            {
+                tracing::warn!(room = %self.room, %track, "cannot mix: {e}");
+            }
             state.tracks.insert(
                 track.clone(),
                 Track {
@@ -750,9 +987,62 @@ impl Inner {
         }
     }
 
+    fn recording_of(&self, obj: &gst::Object) -> Option<RecordingId> {
+        let state = self.lock();
+        state
+            .branches
+            .iter()
+            .find(|b| b.owns(obj))
+            .map(|b| b.recording().clone())
+    }
+
+    /// A file is complete: its branch goes, the room task is told.
+    fn on_branch_done(&self, done: BranchDone) {
+        let bins: Vec<gst::Element> = {
+            let mut state = self.lock();
+            let (finished, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut state.branches)
+                .into_iter()
+                .partition(|b| b.recording() == &done.recording && b.file == done.file);
+            state.branches = keep;
+            finished
+                .into_iter()
+                .map(|b| b.into_bin().upcast())
+                .collect()
+        };
+        self.remove_elements_later(bins);
+        let _ = self.events.send(MediaEvent::RecordingFileDone {
+            recording: done.recording,
+            file: done.file,
+        });
+    }
+
+    /// Drops every branch of a failed recording (the rest of the room goes on).
+    fn fail_recording(&self, recording: &RecordingId, message: String) {
+        let bins: Vec<gst::Element> = {
+            let mut state = self.lock();
+            let (failed, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut state.branches)
+                .into_iter()
+                .partition(|b| b.recording() == recording);
+            state.branches = keep;
+            failed.into_iter().map(|b| b.into_bin().upcast()).collect()
+        };
+        self.remove_elements_later(bins);
+        let _ = self.events.send(MediaEvent::RecordingFailed {
+            recording: recording.clone(),
+            message,
+        });
+    }
+
     fn on_bus_message(&self, msg: &gst::Message) {
         match msg.view() {
             gst::MessageView::Error(err) => {
+                if let Some(src) = msg.src()
+                    && let Some(recording) = self.recording_of(src)
+                {
+                    tracing::warn!(room = %self.room, %recording, "recording failed: {} ({:?})", err.error(), err.debug());
+                    self.fail_recording(&recording, err.error().to_string());
+                    return;
+                }
                 let owner = msg.src().and_then(owner_of);
                 tracing::warn!(room = %self.room, participant = ?owner, "pipeline error: {} ({:?})", err.error(), err.debug());
                 if let Some(participant) = owner {

@@ -45,6 +45,20 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT
      );
      CREATE INDEX events_room ON events (room_id, id);",
+    // 3: recordings.
+    "CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        room_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        format TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        duration_s REAL,
+        error TEXT,
+        files TEXT NOT NULL DEFAULT '[]'
+     );
+     CREATE INDEX recordings_room ON recordings (room_id, started_at);",
 ];
 
 /// Applies every migration the database has not seen, each in its own transaction.

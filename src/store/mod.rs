@@ -302,6 +302,116 @@ impl Store {
         })
     }
 
+    /// Stores a recording (insert or overwrite).
+    pub fn save_recording(&self, r: &crate::model::RecordingRecord) -> StoreResult<()> {
+        let kind = serde_json::to_value(r.kind).unwrap_or_default();
+        let format = serde_json::to_value(r.format).unwrap_or_default();
+        let state = serde_json::to_value(r.state).unwrap_or_default();
+        let files = serde_json::to_string(&r.files).unwrap_or_else(|_| "[]".into());
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO recordings (id, room_id, kind, format, state, started_at, ended_at, \
+                 duration_s, error, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    r.id.as_str(),
+                    r.room_id.as_str(),
+                    kind.as_str(),
+                    format.as_str(),
+                    state.as_str(),
+                    r.started_at,
+                    r.ended_at,
+                    r.duration_s,
+                    r.error,
+                    files
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn recordings_where(
+        &self,
+        clause: &str,
+        arg: &str,
+    ) -> StoreResult<Vec<crate::model::RecordingRecord>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT id, room_id, kind, format, state, started_at, ended_at, duration_s, error, files \
+                 FROM recordings WHERE {clause} ORDER BY started_at, id"
+            ))?;
+            let rows = stmt.query_map(params![arg], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, Option<String>>(6)?,
+                    row.get::<_, Option<f64>>(7)?,
+                    row.get::<_, Option<String>>(8)?,
+                    row.get::<_, String>(9)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, room, kind, format, state, started_at, ended_at, duration_s, error, files) = row?;
+                let parse = |v: &str| serde_json::Value::String(v.to_owned());
+                let corrupt = |what: &str| StoreError::Corrupt(format!("recording {id}: {what}"));
+                out.push(crate::model::RecordingRecord {
+                    id: crate::ids::RecordingId::parse(&id).ok_or_else(|| corrupt("id"))?,
+                    room_id: RoomId::parse(&room).ok_or_else(|| corrupt("room"))?,
+                    kind: serde_json::from_value(parse(&kind)).map_err(|_| corrupt("kind"))?,
+                    format: serde_json::from_value(parse(&format)).map_err(|_| corrupt("format"))?,
+                    state: serde_json::from_value(parse(&state)).map_err(|_| corrupt("state"))?,
+                    started_at,
+                    ended_at,
+                    duration_s,
+                    error,
+                    files: serde_json::from_str(&files).map_err(|_| corrupt("files"))?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// One recording.
+    pub fn get_recording(
+        &self,
+        id: &crate::ids::RecordingId,
+    ) -> StoreResult<Option<crate::model::RecordingRecord>> {
+        Ok(self.recordings_where("id = ?1", id.as_str())?.pop())
+    }
+
+    /// A room's recordings, oldest first.
+    pub fn room_recordings(
+        &self,
+        room: &RoomId,
+    ) -> StoreResult<Vec<crate::model::RecordingRecord>> {
+        self.recordings_where("room_id = ?1", room.as_str())
+    }
+
+    /// Every recording, oldest first.
+    pub fn all_recordings(&self) -> StoreResult<Vec<crate::model::RecordingRecord>> {
+        self.recordings_where("?1 = ?1", "")
+    }
+
+    /// Recordings in a given state (`"recording"`, `"finalizing"`, …).
+    pub fn recordings_in_state(
+        &self,
+        state: &str,
+    ) -> StoreResult<Vec<crate::model::RecordingRecord>> {
+        self.recordings_where("state = ?1", state)
+    }
+
+    /// Forgets a recording.
+    pub fn delete_recording(&self, id: &crate::ids::RecordingId) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM recordings WHERE id = ?1", params![id.as_str()])?;
+            Ok(())
+        })
+    }
+
     /// Records a revoked token id until it would have expired anyway.
     pub fn revoke(&self, jti: &str, room: &RoomId, expires_at: u64) -> StoreResult<()> {
         self.with(|c| {
@@ -411,6 +521,40 @@ mod tests {
         assert_eq!(ev[1].target.as_deref(), Some("p_y"));
         assert_eq!(ev[1].detail["ban"], true);
         assert_eq!(s.events(&r.id, 1).unwrap()[0].action, "participant_removed");
+    }
+
+    #[test]
+    fn recordings_round_trip() {
+        use crate::model::*;
+        let s = Store::open_in_memory().unwrap();
+        let room = RoomId::generate();
+        let mut r = RecordingRecord {
+            id: crate::ids::RecordingId::generate(),
+            room_id: room.clone(),
+            kind: RecordingKind::Composite,
+            format: RecordingFormat::Mp4,
+            state: RecordingState::Recording,
+            started_at: now_rfc3339(),
+            ended_at: None,
+            duration_s: None,
+            error: None,
+            files: vec![],
+        };
+        s.save_recording(&r).unwrap();
+        assert_eq!(s.get_recording(&r.id).unwrap(), Some(r.clone()));
+        assert_eq!(s.recordings_in_state("recording").unwrap().len(), 1);
+        r.state = RecordingState::Ready;
+        r.duration_s = Some(9.5);
+        r.files = vec![RecordingFile {
+            name: "composite.mp4".into(),
+            size: 1234,
+        }];
+        s.save_recording(&r).unwrap();
+        assert_eq!(s.room_recordings(&room).unwrap(), vec![r.clone()]);
+        assert!(s.recordings_in_state("recording").unwrap().is_empty());
+        assert_eq!(s.all_recordings().unwrap().len(), 1);
+        s.delete_recording(&r.id).unwrap();
+        assert_eq!(s.get_recording(&r.id).unwrap(), None);
     }
 
     #[test]

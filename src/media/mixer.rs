@@ -1,0 +1,448 @@
+//! The composite of a room: every published track decoded, videos laid out
+//! by `compositor`, audio summed by `audiomixer`, each encoded once into a
+//! tee that outputs (recordings, MCU participants, broadcasts) take from.
+//!
+//! Live and never stalled by an input: a black live background and a silent
+//! live tone keep both aggregators producing; `ignore-inactive-pads` and a
+//! fixed latency mean a frozen or departed participant only freezes its tile.
+//! Inputs are added and removed while the room runs; removing one releases
+//! its aggregator pad first (which unblocks its thread), then tears the
+//! branch down on a thread of its own.
+
+use super::codecs::{Codec, EncoderSettings, Selection, make_encoder};
+use super::layout::{LayoutMode, layout};
+use super::rtp::TrackKind;
+use super::{MediaError, make};
+use crate::ids::{ParticipantId, TrackId};
+use gst::prelude::*;
+
+/// Output picture and encoding of the composite.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixerConfig {
+    /// Width, pixels.
+    pub width: i32,
+    /// Height, pixels.
+    pub height: i32,
+    /// Frames per second.
+    pub fps: i32,
+    /// H.264 bitrate, kbit/s.
+    pub video_kbps: u32,
+    /// AAC bitrate, kbit/s.
+    pub audio_kbps: u32,
+    /// Arrangement of the tiles.
+    pub layout: LayoutMode,
+}
+
+impl Default for MixerConfig {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            video_kbps: 2500,
+            audio_kbps: 128,
+            layout: LayoutMode::Grid,
+        }
+    }
+}
+
+/// Time an aggregator waits for late inputs, and the latency it assumes for
+/// inputs plugged in later (jitterbuffer + decoder).
+const AGGREGATOR_LATENCY_NS: u64 = 100_000_000;
+const MIN_UPSTREAM_LATENCY_NS: u64 = 300_000_000;
+
+struct Input {
+    track: TrackId,
+    owner: ParticipantId,
+    kind: TrackKind,
+    bin: gst::Bin,
+    tee: gst::Element,
+    tee_pad: gst::Pad,
+    mixer_pad: gst::Pad,
+    /// Shown in the layout (video that is not muted).
+    shown: bool,
+}
+
+/// The composite of one room.
+pub struct Mixer {
+    config: MixerConfig,
+    compositor: gst::Element,
+    audiomixer: gst::Element,
+    /// Encoded H.264 (parsed, with SPS/PPS on every keyframe).
+    pub video: gst::Element,
+    /// Encoded AAC (parsed).
+    pub audio_aac: gst::Element,
+    elements: Vec<gst::Element>,
+    inputs: Vec<Input>,
+    focus: Option<ParticipantId>,
+}
+
+fn add_chain(pipeline: &gst::Pipeline, chain: &[gst::Element]) -> Result<(), MediaError> {
+    pipeline
+        .add_many(chain)
+        .map_err(|e| MediaError::Pipeline(format!("add mixer elements: {e}")))?;
+    gst::Element::link_many(chain)
+        .map_err(|e| MediaError::Pipeline(format!("link mixer elements: {e}")))
+}
+
+fn capsfilter(caps: &str) -> Result<gst::Element, MediaError> {
+    let f = make("capsfilter", None)?;
+    f.set_property_from_str("caps", caps);
+    Ok(f)
+}
+
+fn queue() -> Result<gst::Element, MediaError> {
+    let q = make("queue", None)?;
+    q.set_property("max-size-buffers", 0u32);
+    q.set_property("max-size-bytes", 0u32);
+    q.set_property("max-size-time", 2_000_000_000u64);
+    Ok(q)
+}
+
+/// A published track to mix: its tee carries the RTP of `codec`.
+pub struct MixInput<'a> {
+    /// The track.
+    pub track: &'a TrackId,
+    /// Who publishes it.
+    pub owner: &'a ParticipantId,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// RTP encoding name (`VP8`, `H264`, `OPUS`).
+    pub codec: &'a str,
+    /// The track's fan-out tee.
+    pub tee: &'a gst::Element,
+}
+
+impl Mixer {
+    /// Builds the composite into `pipeline` (playing) with the encoders of `codecs`.
+    pub fn new(
+        pipeline: &gst::Pipeline,
+        config: MixerConfig,
+        codecs: &Selection,
+    ) -> Result<Self, MediaError> {
+        let (w, h, fps) = (config.width, config.height, config.fps);
+        let h264 = codecs
+            .encoder(Codec::H264)
+            .ok_or_else(|| MediaError::MissingElement("an H.264 encoder (x264enc)".into()))?;
+        let aac = codecs
+            .encoder(Codec::Aac)
+            .ok_or_else(|| MediaError::MissingElement("an AAC encoder (avenc_aac)".into()))?;
+
+        // Video: live black background → compositor → encoder → tee.
+        let bg = make("videotestsrc", None)?;
+        bg.set_property("is-live", true);
+        bg.set_property_from_str("pattern", "black");
+        let bg_caps = capsfilter(&format!(
+            "video/x-raw,format=I420,width={w},height={h},framerate={fps}/1"
+        ))?;
+        let compositor = make("compositor", None)?;
+        compositor.set_property_from_str("background", "black");
+        compositor.set_property("latency", AGGREGATOR_LATENCY_NS);
+        compositor.set_property("min-upstream-latency", MIN_UPSTREAM_LATENCY_NS);
+        compositor.set_property("ignore-inactive-pads", true);
+        let out_caps = capsfilter(&format!(
+            "video/x-raw,format=I420,width={w},height={h},framerate={fps}/1"
+        ))?;
+        let vq = queue()?;
+        let encoder = make_encoder(
+            h264,
+            &EncoderSettings {
+                bitrate_kbps: config.video_kbps,
+                keyframe_interval: (fps * 2) as u32,
+                low_latency: true,
+            },
+        )?;
+        let parse = make("h264parse", None)?;
+        parse.set_property("config-interval", -1i32);
+        let video = make("tee", None)?;
+        video.set_property("allow-not-linked", true);
+        add_chain(pipeline, &[bg.clone(), bg_caps.clone()])?;
+        add_chain(
+            pipeline,
+            &[
+                compositor.clone(),
+                out_caps.clone(),
+                vq.clone(),
+                encoder.clone(),
+                parse.clone(),
+                video.clone(),
+            ],
+        )?;
+        let bg_pad = compositor
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| MediaError::Pipeline("compositor pad".into()))?;
+        bg_pad.set_property("zorder", 0u32);
+        bg_caps
+            .static_pad("src")
+            .ok_or_else(|| MediaError::Pipeline("caps pad".into()))?
+            .link(&bg_pad)
+            .map_err(|e| MediaError::Pipeline(format!("background: {e:?}")))?;
+
+        // Audio: live silence → audiomixer → AAC → tee.
+        let silence = make("audiotestsrc", None)?;
+        silence.set_property("is-live", true);
+        silence.set_property_from_str("wave", "silence");
+        let silence_caps =
+            capsfilter("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved")?;
+        let audiomixer = make("audiomixer", None)?;
+        audiomixer.set_property("latency", AGGREGATOR_LATENCY_NS);
+        audiomixer.set_property("min-upstream-latency", MIN_UPSTREAM_LATENCY_NS);
+        audiomixer.set_property("ignore-inactive-pads", true);
+        let mix_caps =
+            capsfilter("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved")?;
+        let aq = queue()?;
+        let aconv = make("audioconvert", None)?;
+        let aenc = make_encoder(
+            aac,
+            &EncoderSettings {
+                bitrate_kbps: config.audio_kbps,
+                keyframe_interval: 1,
+                low_latency: true,
+            },
+        )?;
+        let aparse = make("aacparse", None)?;
+        let audio_aac = make("tee", None)?;
+        audio_aac.set_property("allow-not-linked", true);
+        add_chain(
+            pipeline,
+            &[silence.clone(), silence_caps.clone(), audiomixer.clone()],
+        )?;
+        add_chain(
+            pipeline,
+            &[
+                mix_caps.clone(),
+                aq.clone(),
+                aconv.clone(),
+                aenc.clone(),
+                aparse.clone(),
+                audio_aac.clone(),
+            ],
+        )?;
+        audiomixer
+            .link(&mix_caps)
+            .map_err(|e| MediaError::Pipeline(format!("audiomixer: {e}")))?;
+
+        let elements = vec![
+            bg,
+            bg_caps,
+            compositor.clone(),
+            out_caps,
+            vq,
+            encoder,
+            parse,
+            video.clone(),
+            silence,
+            silence_caps,
+            audiomixer.clone(),
+            mix_caps,
+            aq,
+            aconv,
+            aenc,
+            aparse,
+            audio_aac.clone(),
+        ];
+        for e in &elements {
+            let _ = e.sync_state_with_parent();
+        }
+        Ok(Self {
+            config,
+            compositor,
+            audiomixer,
+            video,
+            audio_aac,
+            elements,
+            inputs: Vec::new(),
+            focus: None,
+        })
+    }
+
+    /// Decodes a published track into the composite.
+    pub fn add_input(
+        &mut self,
+        pipeline: &gst::Pipeline,
+        input: MixInput<'_>,
+        codecs: &Selection,
+    ) -> Result<(), MediaError> {
+        let MixInput {
+            track,
+            owner,
+            kind,
+            codec,
+            tee,
+        } = input;
+        if self.inputs.iter().any(|i| &i.track == track) {
+            return Ok(());
+        }
+        let decoder = match codec {
+            "VP8" => codecs.decoder(Codec::Vp8),
+            "H264" => codecs.decoder(Codec::H264),
+            "OPUS" => codecs.decoder(Codec::Opus),
+            _ => None,
+        }
+        .ok_or_else(|| MediaError::MissingElement(format!("a {codec} decoder")))?;
+        let description = match (kind, codec) {
+            (TrackKind::Video, "VP8") => {
+                format!(
+                    "queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=1000000000 ! rtpvp8depay request-keyframe=true wait-for-keyframe=true ! {decoder} ! videoconvert"
+                )
+            }
+            (TrackKind::Video, "H264") => {
+                format!(
+                    "queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=1000000000 ! rtph264depay request-keyframe=true wait-for-keyframe=true ! h264parse ! {decoder} ! videoconvert"
+                )
+            }
+            (TrackKind::Audio, _) => {
+                format!(
+                    "queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=1000000000 ! rtpopusdepay ! {decoder} plc=true ! audioconvert ! audioresample ! audio/x-raw,format=S16LE,rate=48000,channels=2"
+                )
+            }
+            _ => return Err(MediaError::Pipeline(format!("cannot mix {codec}"))),
+        };
+        let bin = gst::parse::bin_from_description(&description, true)
+            .map_err(|e| MediaError::Pipeline(format!("mixer input: {e}")))?;
+        bin.set_property("name", format!("mix_{track}"));
+        pipeline
+            .add(&bin)
+            .map_err(|e| MediaError::Pipeline(format!("add mixer input: {e}")))?;
+        let aggregator = match kind {
+            TrackKind::Video => &self.compositor,
+            TrackKind::Audio => &self.audiomixer,
+        };
+        let mixer_pad = aggregator
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| MediaError::Pipeline("aggregator refused a pad".into()))?;
+        if kind == TrackKind::Video {
+            mixer_pad.set_property("zorder", 1u32);
+            mixer_pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
+        }
+        let src = bin
+            .static_pad("src")
+            .ok_or_else(|| MediaError::Pipeline("input src".into()))?;
+        src.link(&mixer_pad)
+            .map_err(|e| MediaError::Pipeline(format!("link mixer input: {e:?}")))?;
+        let _ = bin.sync_state_with_parent();
+        let tee_pad = tee
+            .request_pad_simple("src_%u")
+            .ok_or_else(|| MediaError::Pipeline("tee pad".into()))?;
+        let sink = bin
+            .static_pad("sink")
+            .ok_or_else(|| MediaError::Pipeline("input sink".into()))?;
+        tee_pad
+            .link(&sink)
+            .map_err(|e| MediaError::Pipeline(format!("link tee to mixer: {e:?}")))?;
+        self.inputs.push(Input {
+            track: track.clone(),
+            owner: owner.clone(),
+            kind,
+            bin,
+            tee: tee.clone(),
+            tee_pad,
+            mixer_pad,
+            shown: true,
+        });
+        self.relayout();
+        Ok(())
+    }
+
+    /// Takes `track` out of the composite. Returns the elements to stop (on
+    /// a thread that may block).
+    pub fn remove_input(&mut self, track: &TrackId) -> Vec<gst::Element> {
+        let Some(i) = self.inputs.iter().position(|i| &i.track == track) else {
+            return Vec::new();
+        };
+        let input = self.inputs.remove(i);
+        input.tee.release_request_pad(&input.tee_pad);
+        // Releasing the aggregator pad flushes it, which frees a thread
+        // blocked pushing into it; then the branch can stop.
+        let aggregator = match input.kind {
+            TrackKind::Video => &self.compositor,
+            TrackKind::Audio => &self.audiomixer,
+        };
+        aggregator.release_request_pad(&input.mixer_pad);
+        self.relayout();
+        vec![input.bin.upcast()]
+    }
+
+    /// Shows or hides a participant's video (muted video leaves the grid).
+    pub fn set_shown(&mut self, owner: &ParticipantId, shown: bool) {
+        let mut changed = false;
+        for i in self
+            .inputs
+            .iter_mut()
+            .filter(|i| &i.owner == owner && i.kind == TrackKind::Video)
+        {
+            changed |= i.shown != shown;
+            i.shown = shown;
+        }
+        if changed {
+            self.relayout();
+        }
+    }
+
+    /// Who the speaker layout puts large.
+    pub fn set_focus(&mut self, owner: Option<ParticipantId>) {
+        if self.focus != owner {
+            self.focus = owner;
+            if self.config.layout == LayoutMode::Speaker {
+                self.relayout();
+            }
+        }
+    }
+
+    /// Participants (in tile order) and the rectangle of each, for tests and clients.
+    pub fn tiles(&self) -> Vec<(ParticipantId, super::layout::Rect)> {
+        let shown: Vec<&Input> = self
+            .inputs
+            .iter()
+            .filter(|i| i.kind == TrackKind::Video && i.shown)
+            .collect();
+        let focus = self
+            .focus
+            .as_ref()
+            .and_then(|f| shown.iter().position(|i| &i.owner == f));
+        let rects = layout(
+            self.config.layout,
+            shown.len(),
+            focus,
+            self.config.width,
+            self.config.height,
+        );
+        shown.iter().map(|i| i.owner.clone()).zip(rects).collect()
+    }
+
+    fn relayout(&self) {
+        let tiles = self.tiles();
+        for input in self.inputs.iter().filter(|i| i.kind == TrackKind::Video) {
+            match tiles
+                .iter()
+                .find(|(owner, _)| owner == &input.owner)
+                .filter(|_| input.shown)
+            {
+                Some((_, r)) => {
+                    input.mixer_pad.set_property("xpos", r.x);
+                    input.mixer_pad.set_property("ypos", r.y);
+                    input.mixer_pad.set_property("width", r.w);
+                    input.mixer_pad.set_property("height", r.h);
+                    input.mixer_pad.set_property("alpha", 1.0f64);
+                }
+                None => input.mixer_pad.set_property("alpha", 0.0f64),
+            }
+        }
+    }
+
+    /// Tracks being mixed.
+    pub fn inputs(&self) -> Vec<TrackId> {
+        self.inputs.iter().map(|i| i.track.clone()).collect()
+    }
+
+    /// Everything to stop when the mixer goes (inputs first).
+    pub fn into_elements(mut self) -> Vec<gst::Element> {
+        let tracks: Vec<TrackId> = self.inputs.iter().map(|i| i.track.clone()).collect();
+        let mut out = Vec::new();
+        for t in tracks {
+            out.extend(self.remove_input(&t));
+        }
+        out.append(&mut self.elements);
+        out
+    }
+}
