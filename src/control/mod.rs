@@ -295,6 +295,19 @@ pub struct RoomView {
     /// Present on `GET /rooms/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub participants: Option<Vec<ParticipantInfo>>,
+    /// The recording running (or finalizing) now, if any.
+    pub recording: Option<ActiveRecording>,
+}
+
+/// The recording a room is making, as its room view shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveRecording {
+    /// Recording id.
+    pub id: crate::ids::RecordingId,
+    /// `composite` or `tracks`.
+    pub kind: crate::model::RecordingKind,
+    /// `recording` or `finalizing`.
+    pub state: crate::model::RecordingState,
 }
 
 /// A listed room on the public list.
@@ -506,7 +519,31 @@ impl Control {
             invite_url: self.inner.links.invite(record),
             host_url: self.inner.links.host(record),
             participants: with_list.then(|| participants.to_vec()),
+            recording: self.active_recording(&record.id),
         }
+    }
+
+    fn active_recording(&self, room: &RoomId) -> Option<ActiveRecording> {
+        use crate::model::RecordingState;
+        let list = match self.inner.store.room_recordings(room) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(%room, "cannot read recordings: {e}");
+                return None;
+            }
+        };
+        list.into_iter()
+            .find(|r| {
+                matches!(
+                    r.state,
+                    RecordingState::Recording | RecordingState::Finalizing
+                )
+            })
+            .map(|r| ActiveRecording {
+                id: r.id,
+                kind: r.kind,
+                state: r.state,
+            })
     }
 
     /// Creates a room. `creator` is the address of an anonymous creator

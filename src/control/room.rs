@@ -485,7 +485,14 @@ impl Room {
             locked: self.record.locked,
             lobby: self.record.lobby,
             invites_enabled: self.record.invites_enabled,
+            recording: self.is_recording(),
         }
+    }
+
+    fn is_recording(&self) -> bool {
+        self.recordings
+            .iter()
+            .any(|a| a.record.state == RecordingState::Recording)
     }
 
     /// Tells everyone the room's state; hosts also get the invite link.
@@ -1237,6 +1244,30 @@ impl Room {
                     self.admit_waiting(&participant_id, &actor).await
                 }
                 ClientMessage::Deny { participant_id } => self.deny(&participant_id, &actor),
+                ClientMessage::StartRecording { kind, format } => self
+                    .start_recording(
+                        kind.unwrap_or(RecordingKind::Composite),
+                        format.unwrap_or(RecordingFormat::Mp4),
+                        &actor,
+                    )
+                    .map(|_| ()),
+                ClientMessage::StopRecording => {
+                    let running: Vec<RecordingId> = self
+                        .recordings
+                        .iter()
+                        .filter(|a| a.record.state == RecordingState::Recording)
+                        .map(|a| a.id().clone())
+                        .collect();
+                    if running.is_empty() {
+                        Err(ControlError::NotFound("recording"))
+                    } else {
+                        for id in running {
+                            let (tx, _rx) = oneshot::channel();
+                            self.stop_recording(&id, tx);
+                        }
+                        Ok(())
+                    }
+                }
                 _ => Ok(()),
             };
             if let Err(e) = res {
@@ -1384,7 +1415,9 @@ impl Room {
             | ClientMessage::RemoveParticipant { .. }
             | ClientMessage::MuteParticipant { .. }
             | ClientMessage::Admit { .. }
-            | ClientMessage::Deny { .. } => {}
+            | ClientMessage::Deny { .. }
+            | ClientMessage::StartRecording { .. }
+            | ClientMessage::StopRecording => {}
         }
     }
 
@@ -1495,7 +1528,9 @@ impl Room {
                         None,
                         serde_json::json!({"recording": recording, "error": message}),
                     );
+                    tracing::warn!(%recording, "recording failed: {message}");
                     a.notify();
+                    self.announce_room();
                 }
                 self.after_recordings_changed();
             }
@@ -1669,6 +1704,7 @@ impl Room {
         );
         tracing::info!(recording = %id, ?kind, ?format, "recording started");
         self.recordings.push(active);
+        self.announce_room();
         Ok(record)
     }
 
@@ -1707,6 +1743,7 @@ impl Room {
         a.waiters.push(reply);
         let record = a.record.clone();
         self.save_recording(&record);
+        self.announce_room();
         self.finish_recordings();
     }
 

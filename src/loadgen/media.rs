@@ -85,6 +85,8 @@ pub struct PeerStats {
     pub muted_by_host: Option<(bool, bool)>,
     /// The room is locked (from `room_updated`).
     pub room_locked: bool,
+    /// The room is being recorded (from `joined` / `room_updated`).
+    pub room_recording: bool,
     /// Latest invite link seen (hosts).
     pub invite_url: Option<String>,
     /// Who waits in the lobby (hosts).

@@ -51,6 +51,8 @@ pub struct PeerConfig {
     pub device: Option<String>,
     /// How long to wait in a lobby for a host.
     pub lobby_wait: Duration,
+    /// Publish sync marks (see [`SourceSpec::pulse`](super::source::SourceSpec)).
+    pub pulse: bool,
 }
 
 impl PeerConfig {
@@ -71,6 +73,7 @@ impl PeerConfig {
             level: None,
             device: Some(crate::ids::random_string(20)),
             lobby_wait: Duration::from_secs(30),
+            pulse: false,
         }
     }
 }
@@ -185,6 +188,7 @@ impl TestPeer {
                     volume: cfg.volume,
                     codec: cfg.codec,
                     video_kbps: 300,
+                    pulse: cfg.pulse,
                 },
                 level: cfg.level,
             },
@@ -318,8 +322,12 @@ async fn handle_server_message(
             }
             media.add_candidate(pc, sdp_mline_index, &candidate);
         }
-        ServerMessage::Joined { participants, .. } => {
-            lock(stats).present = participants.into_iter().map(|p| p.id).collect();
+        ServerMessage::Joined {
+            participants, room, ..
+        } => {
+            let mut s = lock(stats);
+            s.present = participants.into_iter().map(|p| p.id).collect();
+            s.room_recording = room.recording;
         }
         ServerMessage::ParticipantJoined { participant } => {
             let mut s = lock(stats);
@@ -337,6 +345,7 @@ async fn handle_server_message(
         ServerMessage::RoomUpdated { room, invite_url } => {
             let mut s = lock(stats);
             s.room_locked = room.locked;
+            s.room_recording = room.recording;
             if invite_url.is_some() {
                 s.invite_url = invite_url;
             }

@@ -41,6 +41,56 @@ pub struct SourceSpec {
     pub codec: VideoCodec,
     /// Video bitrate, kbit/s.
     pub video_kbps: u32,
+    /// Sync marks: for the first [`PULSE_MS`] of every second the picture is
+    /// white and the tone plays; the rest of the time the picture has its
+    /// colour and the audio is silent. Audio/video sync tests look for the marks.
+    pub pulse: bool,
+}
+
+/// Length of a sync mark (see [`SourceSpec::pulse`]), milliseconds.
+pub const PULSE_MS: u64 = 200;
+
+fn in_pulse(t_ns: u64) -> bool {
+    t_ns % 1_000_000_000 < PULSE_MS * 1_000_000
+}
+
+/// Paints raw I420 frames white during a pulse.
+fn flash_video(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+        if let Some(buffer) = info.buffer_mut()
+            && buffer.pts().is_some_and(|t| in_pulse(t.nseconds()))
+        {
+            let b = buffer.make_mut();
+            if let Ok(mut map) = b.map_writable() {
+                // 320x240 I420: luma plane, then two chroma planes.
+                let luma = (320 * 240).min(map.len());
+                map[..luma].fill(235);
+                map[luma..].fill(128);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Silences S16 mono 48 kHz audio outside pulses, sample by sample.
+fn gate_audio(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+        if let Some(buffer) = info.buffer_mut()
+            && let Some(pts) = buffer.pts()
+        {
+            let start = pts.nseconds();
+            let b = buffer.make_mut();
+            if let Ok(mut map) = b.map_writable() {
+                for (i, sample) in map.chunks_exact_mut(2).enumerate() {
+                    let t = start + i as u64 * 1_000_000_000 / 48_000;
+                    if !in_pulse(t) {
+                        sample.fill(0);
+                    }
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 impl Default for SourceSpec {
@@ -51,6 +101,7 @@ impl Default for SourceSpec {
             volume: 0.4,
             codec: VideoCodec::Vp8,
             video_kbps: 300,
+            pulse: false,
         }
     }
 }
@@ -88,7 +139,10 @@ impl EncodedSource {
             ("videotestsrc", [&[("is-live", "true")], pattern].concat()),
             (
                 "capsfilter",
-                vec![("caps", "video/x-raw,width=320,height=240,framerate=30/1")],
+                vec![(
+                    "caps",
+                    "video/x-raw,format=I420,width=320,height=240,framerate=30/1",
+                )],
             ),
             ("videoconvert", vec![]),
         ];
@@ -132,6 +186,13 @@ impl EncodedSource {
                     ("volume", &volume),
                 ],
             ),
+            (
+                "capsfilter",
+                vec![(
+                    "caps",
+                    "audio/x-raw,format=S16LE,rate=48000,channels=1,layout=interleaved",
+                )],
+            ),
             ("audioconvert", vec![]),
             ("audioresample", vec![]),
             ("opusenc", vec![("bitrate", "32000")]),
@@ -139,8 +200,12 @@ impl EncodedSource {
         ];
         // Elements go straight into the pipeline (not a child bin), so
         // publishers' payloaders can link to the tees directly.
-        let video_tee = add_chain(pipeline, &video).context("video source")?;
-        let audio_tee = add_chain(pipeline, &audio).context("audio source")?;
+        let (video_tee, video_caps) = add_chain(pipeline, &video).context("video source")?;
+        let (audio_tee, audio_caps) = add_chain(pipeline, &audio).context("audio source")?;
+        if spec.pulse {
+            flash_video(&video_caps);
+            gate_audio(&audio_caps);
+        }
         Ok(Arc::new(Self {
             video_tee,
             audio_tee,
@@ -151,11 +216,12 @@ impl EncodedSource {
 }
 
 /// Makes, configures (properties from strings), adds and links a chain of
-/// elements; returns the last one.
+/// elements; returns the last one and the source pad of the second (the
+/// raw picture or sound, for probes).
 fn add_chain(
     pipeline: &gst::Pipeline,
     chain: &[(&str, Vec<(&str, &str)>)],
-) -> anyhow::Result<gst::Element> {
+) -> anyhow::Result<(gst::Element, gst::Pad)> {
     let mut elements = Vec::new();
     for (factory, props) in chain {
         let e = gst::ElementFactory::make(factory)
@@ -168,13 +234,18 @@ fn add_chain(
     }
     pipeline.add_many(&elements)?;
     gst::Element::link_many(&elements)?;
+    let raw = elements
+        .get(1)
+        .and_then(|e| e.static_pad("src"))
+        .ok_or_else(|| anyhow!("chain too short"))?;
     for e in &elements {
         e.sync_state_with_parent()?;
     }
-    elements
+    let last = elements
         .last()
         .cloned()
-        .ok_or_else(|| anyhow!("empty chain"))
+        .ok_or_else(|| anyhow!("empty chain"))?;
+    Ok((last, raw))
 }
 
 /// One publisher's payloader and its m-line, fed from a shared tee once the

@@ -140,6 +140,9 @@ impl Mixer {
         compositor.set_property("latency", AGGREGATOR_LATENCY_NS);
         compositor.set_property("min-upstream-latency", MIN_UPSTREAM_LATENCY_NS);
         compositor.set_property("ignore-inactive-pads", true);
+        // Output time starts with the first input (the background), not at
+        // zero: the room's pipeline may have run long before the mixer.
+        compositor.set_property_from_str("start-time-selection", "first");
         let out_caps = capsfilter(&format!(
             "video/x-raw,format=I420,width={w},height={h},framerate={fps}/1"
         ))?;
@@ -188,6 +191,7 @@ impl Mixer {
         audiomixer.set_property("latency", AGGREGATOR_LATENCY_NS);
         audiomixer.set_property("min-upstream-latency", MIN_UPSTREAM_LATENCY_NS);
         audiomixer.set_property("ignore-inactive-pads", true);
+        audiomixer.set_property_from_str("start-time-selection", "first");
         let mix_caps =
             capsfilter("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved")?;
         let aq = queue()?;
@@ -293,7 +297,7 @@ impl Mixer {
             }
             (TrackKind::Audio, _) => {
                 format!(
-                    "queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=1000000000 ! rtpopusdepay ! {decoder} plc=true ! audioconvert ! audioresample ! audio/x-raw,format=S16LE,rate=48000,channels=2"
+                    "queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=1000000000 ! rtpopusdepay ! {decoder} plc=true ! audioconvert ! audioresample ! capsfilter caps=audio/x-raw,format=S16LE,rate=48000,channels=2"
                 )
             }
             _ => return Err(MediaError::Pipeline(format!("cannot mix {codec}"))),

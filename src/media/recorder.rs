@@ -3,7 +3,7 @@
 //!
 //! Files are fragmented MP4 (a fragment per second: a killed server leaves
 //! a file that plays up to the last fragment) or Matroska (clusters written
-//! as they come, streamable). MP4 cannot carry VP8, so a VP8 track of an MP4
+//! as they come; duration and cues once finished). MP4 cannot carry VP8, so a VP8 track of an MP4
 //! `tracks` recording is written as WebM-compatible Matroska.
 
 use super::{MediaError, make};
@@ -51,11 +51,9 @@ fn muxer(format: RecordingFormat) -> Result<gst::Element, MediaError> {
             m.set_property("fragment-duration", 1000u32);
             Ok(m)
         }
-        RecordingFormat::Mkv => {
-            let m = make("matroskamux", None)?;
-            m.set_property("streamable", true);
-            Ok(m)
-        }
+        // Clusters are written as they come, so a killed server leaves a
+        // playable file; a finished one also gets its duration and cues.
+        RecordingFormat::Mkv => make("matroskamux", None),
     }
 }
 

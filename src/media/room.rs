@@ -113,6 +113,8 @@ struct Track {
     format: ForwardFormat,
     /// Audio tracks: loudness from the RFC 6464 extension.
     meter: Option<Arc<LevelMeter>>,
+    /// Publication order (the composite's tiles follow it).
+    seq: u64,
 }
 
 /// A participant's connections, each created when first needed: a
@@ -136,6 +138,8 @@ struct State {
     mixer: Option<Mixer>,
     /// Recording branches being written or finishing.
     branches: Vec<RecordingBranch>,
+    /// Tracks published so far (orders them).
+    published: u64,
 }
 
 struct Inner {
@@ -598,20 +602,24 @@ impl RoomMedia {
         let mut state = inner.lock();
         if state.mixer.is_none() {
             let mut mixer = Mixer::new(&inner.pipeline, MixerConfig::default(), &inner.codecs)?;
-            let tracks: Vec<(TrackId, ParticipantId, TrackKind, String, gst::Element)> = state
-                .tracks
-                .iter()
-                .map(|(id, t)| {
-                    (
-                        id.clone(),
-                        t.owner.clone(),
-                        t.format.kind,
-                        t.format.codec.clone(),
-                        t.tee.clone(),
-                    )
-                })
-                .collect();
-            for (id, owner, kind, codec, tee) in tracks {
+            let mut tracks: Vec<(u64, TrackId, ParticipantId, TrackKind, String, gst::Element)> =
+                state
+                    .tracks
+                    .iter()
+                    .map(|(id, t)| {
+                        (
+                            t.seq,
+                            id.clone(),
+                            t.owner.clone(),
+                            t.format.kind,
+                            t.format.codec.clone(),
+                            t.tee.clone(),
+                        )
+                    })
+                    .collect();
+            // Tiles in the order people published.
+            tracks.sort_by_key(|t| t.0);
+            for (_, id, owner, kind, codec, tee) in tracks {
                 let input = MixInput {
                     track: &id,
                     owner: &owner,
@@ -954,6 +962,8 @@ impl Inner {
             {
                 tracing::warn!(room = %self.room, %track, "cannot mix: {e}");
             }
+            state.published += 1;
+            let seq = state.published;
             state.tracks.insert(
                 track.clone(),
                 Track {
@@ -961,6 +971,7 @@ impl Inner {
                     tee,
                     format,
                     meter,
+                    seq,
                 },
             );
         }

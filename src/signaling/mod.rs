@@ -67,6 +67,9 @@ pub struct RoomSummary {
     /// The invite link works.
     #[serde(default)]
     pub invites_enabled: bool,
+    /// A recording is running (everyone is told: people know they are recorded).
+    #[serde(default)]
+    pub recording: bool,
 }
 
 /// An ICE server for the client's peer connections (RTCIceServer shape).
@@ -182,6 +185,17 @@ pub enum ClientMessage {
         #[serde(default)]
         video: Option<bool>,
     },
+    /// Host: start recording the room (composite MP4 unless told otherwise).
+    StartRecording {
+        /// `composite` or `tracks`.
+        #[serde(default)]
+        kind: Option<crate::model::RecordingKind>,
+        /// `mp4` or `mkv`.
+        #[serde(default)]
+        format: Option<crate::model::RecordingFormat>,
+    },
+    /// Host: stop the room's recording.
+    StopRecording,
     /// Host: let someone in from the lobby.
     Admit {
         /// Whom.
@@ -211,6 +225,8 @@ impl ClientMessage {
                 | ClientMessage::MuteParticipant { .. }
                 | ClientMessage::Admit { .. }
                 | ClientMessage::Deny { .. }
+                | ClientMessage::StartRecording { .. }
+                | ClientMessage::StopRecording
         )
     }
 }

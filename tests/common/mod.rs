@@ -18,12 +18,38 @@ pub struct Server {
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
+    small_disk: Option<u64>,
 }
 
-fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+fn spawn(
+    data_dir: &Path,
+    listen: &str,
+    extra: &[String],
+    small_disk: Option<u64>,
+) -> (Child, String) {
+    let mut command = match small_disk {
+        // Recordings go to a tmpfs of this many bytes (its own mount
+        // namespace, so nothing outside sees it): a disk that fills up.
+        Some(bytes) => {
+            let dir = data_dir.join("recordings");
+            std::fs::create_dir_all(&dir).expect("recordings dir");
+            let mut c = Command::new("unshare");
+            c.args(["-m", "sh", "-c"])
+                .arg(format!(
+                    "mount -t tmpfs -o size={bytes} roomcast-test \"$0\" && bin=\"$1\" && shift && exec \"$bin\" serve \"$@\"",
+                ))
+                .arg(&dir)
+                .arg(env!("CARGO_BIN_EXE_roomcast"));
+            c
+        }
+        None => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+            c.arg("serve");
+            c
+        }
+    };
+    let mut child = command
         .args([
-            "serve",
             "--listen",
             listen,
             "--ice-local-ip",
@@ -64,9 +90,14 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_limited(extra, None)
+    }
+
+    /// A server whose recordings go to a disk of `small_disk` bytes.
+    pub fn start_limited(extra: &[&str], small_disk: Option<u64>) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, base) = spawn(tmp.path(), "127.0.0.1:0", &extra);
+        let (child, base) = spawn(tmp.path(), "127.0.0.1:0", &extra, small_disk);
         let port = base
             .rsplit(':')
             .next()
@@ -79,13 +110,13 @@ impl Server {
             data_dir: tmp.path().to_owned(),
             _tmp: Some(tmp),
             extra,
+            small_disk,
         }
     }
 
     /// Kills the process (SIGKILL) and starts a new one on the same port and data dir.
     pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let listen = format!("127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -95,9 +126,20 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let (child, base) = spawn(&self.data_dir, &listen, &self.extra);
+        let (child, base) = spawn(&self.data_dir, &listen, &self.extra, self.small_disk);
         self.child = child;
         self.base = base;
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again after [`Server::kill`].
+    pub fn start_again(&mut self) {
+        self.restart();
     }
 
     pub fn pid(&self) -> u32 {
@@ -187,4 +229,204 @@ pub fn color_close(rgb: [u8; 3], color: u32, tolerance: i32) -> bool {
     rgb.iter()
         .zip(want)
         .all(|(a, b)| (*a as i32 - b as i32).abs() <= tolerance)
+}
+
+/// Decoding recorded files with GStreamer, and what tests measure on them.
+pub mod av {
+    use gst::prelude::*;
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// Decoded pictures are scaled to this size (RGB).
+    pub const W: usize = 128;
+    /// Height of decoded pictures.
+    pub const H: usize = 72;
+    /// Audio is decoded to mono float at this rate.
+    pub const RATE: usize = 48_000;
+
+    /// What a file decodes to.
+    #[derive(Default)]
+    pub struct Decoded {
+        /// (timestamp ns, RGB W×H).
+        pub frames: Vec<(u64, Vec<u8>)>,
+        /// Mono samples.
+        pub audio: Vec<f32>,
+        /// Timestamp of the first sample, ns.
+        pub audio_start: Option<u64>,
+    }
+
+    impl Decoded {
+        /// The frame nearest `t` seconds.
+        pub fn frame_at(&self, t: f64) -> &[u8] {
+            let want = (t * 1e9) as i64;
+            &self
+                .frames
+                .iter()
+                .min_by_key(|(pts, _)| (*pts as i64 - want).abs())
+                .expect("no frames")
+                .1
+        }
+
+        /// The samples between `from` and `to` seconds.
+        pub fn audio_between(&self, from: f64, to: f64) -> &[f32] {
+            let start = self.audio_start.unwrap_or(0) as f64 / 1e9;
+            let a = (((from - start) * RATE as f64).max(0.0) as usize).min(self.audio.len());
+            let b = (((to - start) * RATE as f64).max(0.0) as usize).min(self.audio.len());
+            &self.audio[a..b]
+        }
+    }
+
+    /// Mean colour of a rectangle (in W×H coordinates) of an RGB frame.
+    pub fn mean_rgb(frame: &[u8], x: usize, y: usize, w: usize, h: usize) -> [u8; 3] {
+        let mut sum = [0u64; 3];
+        for yy in y..y + h {
+            for xx in x..x + w {
+                let i = (yy * W + xx) * 3;
+                for c in 0..3 {
+                    sum[c] += frame[i + c] as u64;
+                }
+            }
+        }
+        let n = (w * h) as u64;
+        [(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8]
+    }
+
+    /// Power of `samples` at `freq` Hz (Goertzel), normalised by length.
+    pub fn tone_power(samples: &[f32], freq: f64) -> f64 {
+        let k = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE as f64).cos();
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        for &x in samples {
+            let s = x as f64 + k * s1 - s2;
+            s2 = s1;
+            s1 = s;
+        }
+        let p = s1 * s1 + s2 * s2 - k * s1 * s2;
+        p / (samples.len().max(1) as f64).powi(2)
+    }
+
+    /// Decodes the video and/or audio of `path` completely; panics on any
+    /// decoding error.
+    pub fn decode(path: &Path, video: bool, audio: bool) -> Decoded {
+        gst::init().expect("gst init");
+        let mut desc = format!(
+            "filesrc location=\"{}\" ! decodebin name=d ",
+            path.display()
+        );
+        if video {
+            desc += &format!(
+                "d. ! queue ! videoconvert ! videoscale ! video/x-raw,format=RGB,width={W},height={H},pixel-aspect-ratio=1/1 ! appsink name=v sync=false "
+            );
+        }
+        if audio {
+            desc += &format!(
+                "d. ! queue ! audioconvert ! audioresample ! audio/x-raw,format=F32LE,channels=1,rate={RATE} ! appsink name=a sync=false "
+            );
+        }
+        let pipeline = gst::parse::launch(&desc)
+            .expect("decode pipeline")
+            .downcast::<gst::Pipeline>()
+            .expect("a pipeline");
+        let out = Arc::new(Mutex::new(Decoded::default()));
+        if let Some(sink) = pipeline.by_name("v") {
+            let out = out.clone();
+            sink.downcast::<gst_app::AppSink>()
+                .expect("appsink")
+                .set_callbacks(
+                    gst_app::AppSinkCallbacks::builder()
+                        .new_sample(move |s| {
+                            let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                            let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
+                            let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                            let pts = buf.pts().map(|t| t.nseconds()).unwrap_or(0);
+                            // Rows of W*3 bytes are 4-aligned already (W = 128).
+                            out.lock().unwrap().frames.push((pts, map.to_vec()));
+                            Ok(gst::FlowSuccess::Ok)
+                        })
+                        .build(),
+                );
+        }
+        if let Some(sink) = pipeline.by_name("a") {
+            let out = out.clone();
+            sink.downcast::<gst_app::AppSink>()
+                .expect("appsink")
+                .set_callbacks(
+                    gst_app::AppSinkCallbacks::builder()
+                        .new_sample(move |s| {
+                            let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                            let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
+                            let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                            let mut o = out.lock().unwrap();
+                            if o.audio_start.is_none() {
+                                o.audio_start = buf.pts().map(|t| t.nseconds());
+                            }
+                            o.audio.extend(
+                                map.chunks_exact(4)
+                                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                            );
+                            Ok(gst::FlowSuccess::Ok)
+                        })
+                        .build(),
+                );
+        }
+        pipeline.set_state(gst::State::Playing).expect("play");
+        let bus = pipeline.bus().expect("bus");
+        let mut result = Ok(());
+        for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+            match msg.view() {
+                gst::MessageView::Eos(_) => break,
+                gst::MessageView::Error(e) => {
+                    result = Err(format!("{}: {:?}", e.error(), e.debug()));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let _ = pipeline.set_state(gst::State::Null);
+        if let Err(e) = result {
+            panic!("decoding {}: {e}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        std::mem::take(&mut *out.lock().unwrap())
+    }
+
+    /// `ffprobe` of a file: (codec_type, codec_name) of each stream and the duration.
+    pub fn probe(path: &Path) -> (Vec<(String, String)>, f64) {
+        let out = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_streams",
+                "-show_format",
+                "-of",
+                "json",
+            ])
+            .arg(path)
+            .output()
+            .expect("run ffprobe (scripts/install-deps test installs it)");
+        assert!(
+            out.status.success(),
+            "ffprobe {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+        let streams = v["streams"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                (
+                    s["codec_type"].as_str().unwrap_or_default().to_owned(),
+                    s["codec_name"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let duration = v["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0.0);
+        (streams, duration)
+    }
 }
