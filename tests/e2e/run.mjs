@@ -6,8 +6,8 @@
 // Run inside a network namespace that has only loopback (scripts/test does).
 
 import { chromium } from 'playwright-core';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -320,7 +320,48 @@ async function listedRooms(server, browser) {
   for (const p of [home, visitor]) await p.context().close();
 }
 
-const TESTS = { twoBrowsersSeeAndHearEachOther, hostControls, lobby, listedRooms };
+// Record from the host's page: everyone sees the indicator, the file plays.
+async function recordFromTheBrowser(server, browser) {
+  const { body: room } = await server.api('POST', '/api/v1/rooms', { name: 'Recorded call' });
+  const hank = await openPage(browser, room.host_url, 'hank');
+  const gina = await openPage(browser, room.invite_url, 'gina');
+  await joinAs(hank, 'Hank');
+  const ginaId = await joinAs(gina, 'Gina');
+  await waitFor('Gina tile at the host', 10000, async () => (await tileIds(hank)).includes(ginaId));
+  assert(await gina.getByTestId('record').isHidden(), 'guests have no record button');
+  const record = hank.getByTestId('record');
+  await record.click();
+  await waitFor('record pressed', 5000, async () => (await record.getAttribute('aria-pressed')) === 'true');
+  for (const p of [hank, gina]) {
+    await waitFor('the recording indicator', 5000, async () => p.getByTestId('recording-indicator').isVisible());
+  }
+  const { body: rooms } = await server.api('GET', `/api/v1/rooms/${room.id}`);
+  assert(rooms.recording && rooms.recording.state === 'recording', `room shows its recording: ${JSON.stringify(rooms.recording)}`);
+  await screenshot(hank, 'recording');
+  await new Promise((r) => setTimeout(r, 5000));
+  await record.click();
+  await waitFor('record released', 5000, async () => (await record.getAttribute('aria-pressed')) === 'false');
+  await waitFor('the indicator gone', 5000, async () => gina.getByTestId('recording-indicator').isHidden());
+  const rec = await waitFor('the recording ready', 15000, async () => {
+    const { body } = await server.api('GET', `/api/v1/recordings?room_id=${room.id}`);
+    const r = body.recordings[0];
+    return r && r.state === 'ready' ? r : null;
+  });
+  assert(rec.kind === 'composite' && rec.files.length === 1, JSON.stringify(rec));
+  const resp = await fetch(rec.files[0].url, { headers: { Authorization: `Bearer ${ADMIN}` } });
+  assert(resp.status === 200, `download: ${resp.status}`);
+  const file = join(server.dataDir, 'download.mp4');
+  writeFileSync(file, Buffer.from(await resp.arrayBuffer()));
+  const probe = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-show_streams', '-show_format', '-of', 'json', file]));
+  const kinds = probe.streams.map((st) => `${st.codec_type}:${st.codec_name}`).sort();
+  assert(JSON.stringify(kinds) === JSON.stringify(['audio:aac', 'video:h264']), `streams ${kinds}`);
+  const duration = Number(probe.format.duration);
+  assert(duration >= 4 && duration <= 8, `duration ${duration}`);
+  log(`browser recording: ${duration.toFixed(1)} s, ${rec.files[0].size} bytes`);
+  for (const p of [hank, gina]) await p.context().close();
+}
+
+const TESTS = { twoBrowsersSeeAndHearEachOther, hostControls, lobby, listedRooms, recordFromTheBrowser };
 
 async function main() {
   const server = new Server();

@@ -1,4 +1,4 @@
-// Host controls: invite link, lock, new invite link, end for all, the lobby.
+// Host controls: invite link, lock, record, new invite link, end for all, the lobby.
 // Everything goes over the same signaling socket as the call itself.
 
 const $ = (id) => document.getElementById(id);
@@ -8,6 +8,7 @@ export class HostControls {
     this.send = send;
     this.inviteUrl = '';
     this.locked = false;
+    this.recording = false;
     this.lobby = [];
     $('invite-button').onclick = () => this.toggle('invite-popover');
     $('lobby-button').onclick = () => this.toggle('lobby-panel');
@@ -21,6 +22,12 @@ export class HostControls {
     $('rotate-invite').onclick = () => {
       this.send({ type: 'rotate_invite' });
       $('invite-popover').hidden = false;
+    };
+    $('record').onclick = () => {
+      $('record').disabled = true;
+      this.send(this.recording ? { type: 'stop_recording' } : { type: 'start_recording', kind: 'composite', format: 'mp4' });
+      // Re-enabled by the room_updated that follows (or after a moment if refused).
+      setTimeout(() => { $('record').disabled = false; }, 3000);
     };
     $('close-room').onclick = () => this.send({ type: 'close_room' });
   }
@@ -46,6 +53,12 @@ export class HostControls {
     lock.setAttribute('aria-pressed', String(this.locked));
     lock.textContent = this.locked ? 'Unlock room' : 'Lock room';
     lock.title = this.locked ? 'Let newcomers in again' : 'Keep newcomers out';
+    this.recording = !!room.recording;
+    const rec = $('record');
+    rec.disabled = false;
+    rec.setAttribute('aria-pressed', String(this.recording));
+    $('record-label').textContent = this.recording ? 'Stop recording' : 'Record';
+    rec.title = this.recording ? 'Stop and save the recording' : 'Record the call (grid of everyone plus the mixed sound)';
     $('lobby-button').hidden = !room.lobby && this.lobby.length === 0;
     if (inviteUrl) {
       this.inviteUrl = inviteUrl;

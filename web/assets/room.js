@@ -54,6 +54,15 @@ function toast(text) {
 }
 window.roomcast = state; // for debugging and automated tests
 
+// Everyone sees when the call is recorded; a change is worth a toast.
+let wasRecording = false;
+function showRecording(room) {
+  const on = !!room.recording;
+  $('rec-chip').hidden = !on;
+  if (on !== wasRecording) toast(on ? 'Recording started' : 'Recording stopped');
+  wasRecording = on;
+}
+
 function setState(value, detail = '') {
   const chip = $('room-state');
   chip.textContent = value;
@@ -195,6 +204,7 @@ function onMessage(msg) {
       host.show(msg.role === 'host');
       tiles.setHost(msg.role === 'host');
       host.setRoom(msg.room, msg.invite_url);
+      showRecording(msg.room);
       if (msg.role === 'host') host.setLobby(msg.lobby || []);
       $('self-video').srcObject = state.local;
       tiles.lastVisible = null;
@@ -241,6 +251,7 @@ function onMessage(msg) {
     case 'room_updated':
       $('room-title').textContent = msg.room.name;
       if (state.role === 'host') host.setRoom(msg.room, msg.invite_url);
+      showRecording(msg.room);
       break;
     case 'lobby_updated':
       if (state.role === 'host') host.setLobby(msg.lobby);
