@@ -6,6 +6,7 @@ pub mod bench;
 pub mod counting;
 pub mod janus;
 pub mod media;
+pub mod mixbench;
 pub mod peer;
 pub mod scenario;
 pub mod source;
@@ -39,6 +40,8 @@ pub enum Scenario {
     JoinStorm(scenario::ScenarioArgs),
     /// The benchmark suite: fresh servers (roomcast, and Janus when installed) per scenario.
     Bench(bench::BenchArgs),
+    /// Cost of composing 4 × 360p into 720p30 H.264: roomcast's mixer and ffmpeg.
+    Mixer(mixbench::MixerBenchArgs),
 }
 
 /// Flags of `loadgen peer`.
@@ -79,6 +82,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         Scenario::Livestream(a) => (scenario::Kind::Livestream, a),
         Scenario::JoinStorm(a) => (scenario::Kind::JoinStorm, a),
         Scenario::Bench(a) => return bench::run(a).await,
+        Scenario::Mixer(a) => {
+            return tokio::task::spawn_blocking(move || mixbench::run(a)).await?;
+        }
     };
     let report = scenario::run(kind, &a).await?;
     scenario::print_table(std::slice::from_ref(&report));

@@ -2,8 +2,8 @@
 //! by `compositor`, audio summed by `audiomixer`, each encoded once into a
 //! tee that outputs (recordings, MCU participants, broadcasts) take from.
 //!
-//! Live and never stalled by an input: a black live background and a silent
-//! live tone keep both aggregators producing; `ignore-inactive-pads` and a
+//! Live and never stalled by an input: a live (invisible) video source and a
+//! silent live tone keep both aggregators producing; `ignore-inactive-pads` and a
 //! fixed latency mean a frozen or departed participant only freezes its tile.
 //! Inputs are added and removed while the room runs; removing one releases
 //! its aggregator pad first (which unblocks its thread), then tears the
@@ -132,8 +132,11 @@ impl Mixer {
         let bg = make("videotestsrc", None)?;
         bg.set_property("is-live", true);
         bg.set_property_from_str("pattern", "black");
+        // The live source only paces the compositor (it keeps producing
+        // with nobody in the picture): a tiny frame, never drawn (alpha 0);
+        // the compositor's own background fills the picture.
         let bg_caps = capsfilter(&format!(
-            "video/x-raw,format=I420,width={w},height={h},framerate={fps}/1"
+            "video/x-raw,format=I420,width=16,height=16,framerate={fps}/1"
         ))?;
         let compositor = make("compositor", None)?;
         compositor.set_property_from_str("background", "black");
@@ -175,6 +178,7 @@ impl Mixer {
             .request_pad_simple("sink_%u")
             .ok_or_else(|| MediaError::Pipeline("compositor pad".into()))?;
         bg_pad.set_property("zorder", 0u32);
+        bg_pad.set_property("alpha", 0.0f64);
         bg_caps
             .static_pad("src")
             .ok_or_else(|| MediaError::Pipeline("caps pad".into()))?
