@@ -120,6 +120,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let codecs = Arc::new(crate::media::codecs::probe(&settings.pipelines_dir));
+    crate::media::recorder::Templates::load(&settings.pipelines_dir).install();
     tracing::info!(hw = codecs.hw_acceleration(), encoders = ?codecs.encoders, "codecs chosen");
     let control = Control::start(
         store,

@@ -39,6 +39,20 @@ async fn sees(p: &TestPeer, from: &[&TestPeer]) {
     .await;
 }
 
+/// Waits until the server has `p`'s video (tiles follow publication order).
+async fn published(s: &Server, room: &str, p: &TestPeer) {
+    let id = p.id.to_string();
+    wait_for("the video to be published", Duration::from_secs(15), || {
+        let (_, body) = s.admin("GET", &format!("/api/v1/rooms/{room}/participants"), None);
+        body["participants"]
+            .as_array()?
+            .iter()
+            .any(|q| q["id"] == id.as_str() && q["video"]["published"] == true)
+            .then_some(())
+    })
+    .await;
+}
+
 fn start(s: &Server, room: &str, body: &str) -> Value {
     let (st, rec) = s.admin(
         "POST",
@@ -109,9 +123,9 @@ async fn composite_of_three_has_every_tile_and_tone() {
     let colors = [0xd02020u32, 0x20b020, 0x2040d0];
     let tones = [350.0, 650.0, 1100.0];
     let a = join(&room, "A", colors[0], tones[0]).await;
-    sees(&a, &[]).await;
+    published(&s, &id, &a).await;
     let b = join(&room, "B", colors[1], tones[1]).await;
-    sees(&a, &[&b]).await;
+    published(&s, &id, &b).await;
     let c = join(&room, "C", colors[2], tones[2]).await;
     sees(&a, &[&b, &c]).await;
 
@@ -347,7 +361,7 @@ async fn audio_and_video_stay_in_sync_for_a_late_joiner() {
     first.color = 0x20b020;
     first.volume = 0.0;
     let first = TestPeer::join(first).await.expect("join");
-    sees(&first, &[]).await;
+    published(&s, &id, &first).await;
     let rec = start(&s, &id, r#"{"kind": "composite", "format": "mp4"}"#);
     let rid = rec["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -82,9 +82,10 @@ impl Active {
     }
 }
 
-/// Stem of a track's file: `<participant>-<kind>-<track>`.
+/// Stem of a track's file (`pipelines/recording.toml`; by default
+/// `<participant>-<kind>-<track>`).
 pub fn track_stem(participant: &str, kind: &str, track: &str) -> String {
-    format!("{participant}-{kind}-{track}")
+    crate::media::recorder::Templates::current().track_stem(participant, kind, track)
 }
 
 /// Whether `name` is a plain file name (what downloads accept).

@@ -130,6 +130,16 @@ fn new_webrtcbin(
             ..Default::default()
         },
     );
+    // Sender reports map RTP time to the capture time, as browsers do
+    // (rtpbin's default is the send time, which adds each encoder's delay
+    // to its stream and shifts audio against video at the receiver).
+    bin.connect("deep-element-added", false, |values| {
+        let element = values.get(2).and_then(|v| v.get::<gst::Element>().ok())?;
+        if element.has_property("rtcp-sync-send-time") {
+            element.set_property("rtcp-sync-send-time", false);
+        }
+        None
+    });
     bin.connect("on-ice-candidate", false, move |values| {
         let mline = values.get(1).and_then(|v| v.get::<u32>().ok())?;
         let candidate = values.get(2).and_then(|v| v.get::<String>().ok())?;

@@ -43,18 +43,140 @@ pub fn extension(format: RecordingFormat) -> &'static str {
     }
 }
 
-fn muxer(format: RecordingFormat) -> Result<gst::Element, MediaError> {
-    match format {
-        RecordingFormat::Mp4 => {
-            let m = make("mp4mux", None)?;
-            // Fragmented: playable up to the last complete second if we die.
-            m.set_property("fragment-duration", 1000u32);
-            Ok(m)
+/// Recording outputs from `pipelines/recording.toml`: muxers and file names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Templates {
+    /// MP4 settings.
+    pub mp4: MuxerTemplate,
+    /// Matroska settings.
+    pub mkv: MuxerTemplate,
+    /// File names.
+    pub files: FileNames,
+}
+
+/// The container element of a format.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct MuxerTemplate {
+    /// One element in gst-launch syntax, e.g. `mp4mux fragment-duration=1000`.
+    pub muxer: String,
+}
+
+/// How recording files are named (without extension).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct FileNames {
+    /// The composite's file.
+    pub composite: String,
+    /// A track's file: `{participant}`, `{kind}`, `{track}` are replaced.
+    pub track: String,
+}
+
+/// The built-in copy of `pipelines/recording.toml`.
+pub const DEFAULT_TEMPLATES: &str = include_str!("../../pipelines/recording.toml");
+
+static TEMPLATES: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
+
+impl Templates {
+    /// Parses and checks a template file (every muxer must build).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t: Templates = toml::from_str(text).map_err(|e| e.to_string())?;
+        for m in [&t.mp4.muxer, &t.mkv.muxer] {
+            build_muxer(m)?;
         }
-        // Clusters are written as they come, so a killed server leaves a
-        // playable file; a finished one also gets its duration and cues.
-        RecordingFormat::Mkv => make("matroskamux", None),
+        if t.files.composite.is_empty() || t.files.track.is_empty() {
+            return Err("file names must not be empty".into());
+        }
+        Ok(t)
     }
+
+    /// Reads `dir/recording.toml`, falling back to the built-in copy.
+    pub fn load(dir: &Path) -> Self {
+        let path = dir.join("recording.toml");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            match Self::parse(&text) {
+                Ok(t) => return t,
+                Err(e) => tracing::warn!("{}: {e}; using the built-in templates", path.display()),
+            }
+        }
+        Self::builtin()
+    }
+
+    fn builtin() -> Self {
+        Self::parse(DEFAULT_TEMPLATES).unwrap_or_else(|_| Templates {
+            mp4: MuxerTemplate {
+                muxer: "mp4mux fragment-duration=1000".into(),
+            },
+            mkv: MuxerTemplate {
+                muxer: "matroskamux".into(),
+            },
+            files: FileNames {
+                composite: "composite".into(),
+                track: "{participant}-{kind}-{track}".into(),
+            },
+        })
+    }
+
+    /// Makes these the templates recordings use (once, at start).
+    pub fn install(self) {
+        let _ = TEMPLATES.set(self);
+    }
+
+    /// The templates in use.
+    pub fn current() -> &'static Templates {
+        TEMPLATES.get_or_init(Self::builtin)
+    }
+
+    /// The composite's file name (without extension).
+    pub fn composite_stem(&self) -> String {
+        plain(&self.files.composite)
+    }
+
+    /// A track's file name (without extension).
+    pub fn track_stem(&self, participant: &str, kind: &str, track: &str) -> String {
+        plain(
+            &self
+                .files
+                .track
+                .replace("{participant}", participant)
+                .replace("{kind}", kind)
+                .replace("{track}", track),
+        )
+    }
+
+    fn muxer(&self, format: RecordingFormat) -> Result<gst::Element, MediaError> {
+        let desc = match format {
+            RecordingFormat::Mp4 => &self.mp4.muxer,
+            RecordingFormat::Mkv => &self.mkv.muxer,
+        };
+        build_muxer(desc).map_err(MediaError::Pipeline)
+    }
+}
+
+/// Keeps letters, digits, `-`, `_` and `.` (a file name, never a path).
+fn plain(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    let s = s.trim_start_matches('.');
+    if s.is_empty() {
+        "recording".into()
+    } else {
+        s.chars().take(150).collect()
+    }
+}
+
+fn build_muxer(desc: &str) -> Result<gst::Element, String> {
+    let e = gst::parse::launch(desc).map_err(|e| format!("muxer \"{desc}\": {e}"))?;
+    // Several elements parse into a pipeline (or bin).
+    if e.is::<gst::Bin>() {
+        return Err(format!("muxer \"{desc}\" must be one element"));
+    }
+    for t in ["video_%u", "audio_%u"] {
+        if e.pad_template(t).is_none() {
+            return Err(format!("muxer \"{desc}\" has no {t} pads"));
+        }
+    }
+    Ok(e)
 }
 
 impl RecordingBranch {
@@ -68,7 +190,7 @@ impl RecordingBranch {
         events: mpsc::UnboundedSender<BranchDone>,
     ) -> Result<Self, MediaError> {
         let bin = gst::Bin::with_name(&format!("rec_{recording}_{name}"));
-        let mux = muxer(format)?;
+        let mux = Templates::current().muxer(format)?;
         let sink = make("filesink", None)?;
         sink.set_property("location", file.to_string_lossy().as_ref());
         sink.set_property("sync", false);
@@ -174,7 +296,11 @@ impl RecordingBranch {
         dir: &Path,
         events: mpsc::UnboundedSender<BranchDone>,
     ) -> Result<Self, MediaError> {
-        let file = dir.join(format!("composite.{}", extension(format)));
+        let file = dir.join(format!(
+            "{}.{}",
+            Templates::current().composite_stem(),
+            extension(format)
+        ));
         let q = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000";
         let inputs = [
             (video, format!("{q} ! h264parse"), false),
@@ -271,5 +397,59 @@ impl RecordingBranch {
     /// Whether a bus message came from inside this branch.
     pub fn owns(&self, obj: &gst::Object) -> bool {
         obj.has_as_ancestor(&self.bin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_templates_parse() {
+        gst::init().unwrap();
+        let t = Templates::parse(DEFAULT_TEMPLATES).expect("built-in templates");
+        assert_eq!(t.composite_stem(), "composite");
+        assert_eq!(
+            t.track_stem("p_1", "video", "t_2"),
+            "p_1-video-t_2".to_owned()
+        );
+        let mux = t.muxer(RecordingFormat::Mp4).unwrap();
+        assert_eq!(mux.property::<u32>("fragment-duration"), 1000);
+    }
+
+    #[test]
+    fn bad_templates_are_refused() {
+        gst::init().unwrap();
+        let with = |mp4: &str| {
+            format!(
+                "[mp4]\nmuxer = \"{mp4}\"\n[mkv]\nmuxer = \"matroskamux\"\n[files]\ncomposite = \"c\"\ntrack = \"{{track}}\"\n"
+            )
+        };
+        assert!(Templates::parse(&with("mp4mux")).is_ok());
+        for bad in ["nosuchmux", "fakesink", "mp4mux ! filesink", ""] {
+            assert!(Templates::parse(&with(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_names_stay_file_names() {
+        gst::init().unwrap();
+        let t = Templates {
+            files: FileNames {
+                composite: "../../etc/passwd".into(),
+                track: "{participant}/{kind} {track}".into(),
+            },
+            ..Templates::builtin()
+        };
+        assert_eq!(t.composite_stem(), "etcpasswd");
+        assert_eq!(t.track_stem("p", "audio", "t"), "paudiot");
+        let empty = Templates {
+            files: FileNames {
+                composite: "..".into(),
+                track: "x".into(),
+            },
+            ..Templates::builtin()
+        };
+        assert_eq!(empty.composite_stem(), "recording");
     }
 }
