@@ -446,3 +446,50 @@ async fn audio_and_video_stay_in_sync_for_a_late_joiner() {
     );
     drop((first, late));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_muted_participant_is_neither_heard_nor_seen_in_the_composite() {
+    let s = Server::start();
+    let room = s.create_room(r#"{"name": "Muted"}"#);
+    let id = room["id"].as_str().unwrap().to_owned();
+    let a = join(&room, "A", 0xd02020, 350.0).await;
+    published(&s, &id, &a).await;
+    let b = join(&room, "B", 0x2040d0, 1100.0).await;
+    published(&s, &id, &b).await;
+    sees(&a, &[&b]).await;
+    // A host mutes B's audio and video: the recording must not carry them.
+    let (st, _) = s.admin(
+        "POST",
+        &format!("/api/v1/rooms/{id}/participants/{}/mute", b.id),
+        Some(r#"{"audio": true, "video": true}"#),
+    );
+    assert_eq!(st, 204);
+    let rec = start(&s, &id, r#"{"kind": "composite", "layout": "speaker"}"#);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let rec = stop(&s, rec["id"].as_str().unwrap()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = download(&s, &rec["files"][0], tmp.path());
+    let d = av::decode(&path, true, true);
+    // Only A is in the picture: one tile, centred.
+    let frame = d.frame_at(3.0);
+    let centre = av::mean_rgb(frame, W / 2 - 6, H / 2 - 4, 12, 8);
+    assert!(color_close(centre, 0xd02020, 45), "centre is {centre:?}");
+    let right = av::mean_rgb(frame, W - 12, H / 2 - 4, 8, 8);
+    assert!(
+        !color_close(right, 0x2040d0, 60),
+        "B's colour at the side: {right:?}"
+    );
+    // A's tone, not B's.
+    let mix = d.audio_between(1.0, 5.0);
+    let (pa, pb, floor) = (
+        av::tone_power(mix, 350.0),
+        av::tone_power(mix, 1100.0),
+        av::tone_power(mix, 2500.0),
+    );
+    assert!(
+        pa > 50.0 * floor.max(1e-12),
+        "A's tone {pa:e} vs floor {floor:e}"
+    );
+    assert!(pb < pa / 100.0, "B's tone {pb:e} against A's {pa:e}");
+    drop((a, b));
+}

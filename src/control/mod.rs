@@ -186,6 +186,9 @@ pub struct StartRecording {
     /// mp4 (default) or mkv.
     #[serde(default)]
     pub format: crate::model::RecordingFormat,
+    /// Composite: `grid` (default) or `speaker` (the active speaker large).
+    #[serde(default)]
+    pub layout: Option<crate::media::layout::LayoutMode>,
 }
 
 fn default_kind() -> crate::model::RecordingKind {
@@ -847,6 +850,7 @@ impl Control {
             .ask(id, |reply| Command::StartRecording {
                 kind: req.kind,
                 format: req.format,
+                layout: req.layout.unwrap_or_default(),
                 actor,
                 reply,
             })

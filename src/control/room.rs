@@ -10,6 +10,7 @@ use super::{Actor, ControlError, Links, PatchRoom};
 use crate::config::IceSettings;
 use crate::ids::RecordingId;
 use crate::ids::{ParticipantId, RoomId, TrackId};
+use crate::media::layout::LayoutMode;
 use crate::media::{MediaEvent, PeerState, RoomMedia, TrackKind};
 use crate::model::{
     RecordingFormat, RecordingKind, RecordingRecord, RecordingState, Role, RoomRecord, now_rfc3339,
@@ -161,6 +162,8 @@ pub enum Command {
         kind: RecordingKind,
         /// Container.
         format: RecordingFormat,
+        /// Composite layout.
+        layout: LayoutMode,
         /// Who asks.
         actor: Actor,
         /// The new recording.
@@ -351,6 +354,8 @@ struct Room {
     lobby: Vec<(ParticipantId, Waiting)>,
     /// Recordings running or finishing.
     recordings: Vec<Active>,
+    /// Layout of the composite (set by the composite recording).
+    composite_layout: LayoutMode,
 }
 
 /// How often speakers are re-evaluated.
@@ -399,6 +404,7 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
         audio_forwarded: None,
         lobby: Vec::new(),
         recordings: Vec::new(),
+        composite_layout: LayoutMode::default(),
     };
     let span = tracing::info_span!("room", room = %room.record.id);
     tokio::spawn(room.run(rx, media_rx).instrument(span));
@@ -652,10 +658,11 @@ impl Room {
             Command::StartRecording {
                 kind,
                 format,
+                layout,
                 actor,
                 reply,
             } => {
-                let _ = reply.send(self.start_recording(kind, format, &actor));
+                let _ = reply.send(self.start_recording(kind, format, layout, &actor));
             }
             Command::StopRecording { recording, reply } => self.stop_recording(&recording, reply),
             Command::Close { actor, reply } => {
@@ -779,6 +786,7 @@ impl Room {
             self.gate_all(sub);
         }
         self.publish_snapshot();
+        self.sync_composite();
         Ok(())
     }
 
@@ -1120,6 +1128,20 @@ impl Room {
             self.broadcast(None, ServerMessage::ActiveSpeakers { speakers });
         }
         self.update_audio_forwarding();
+        self.sync_composite();
+    }
+
+    /// Mute states, layout and focus to the composite (when there is one):
+    /// a muted participant is neither heard nor shown in recordings.
+    fn sync_composite(&self) {
+        let Some(media) = &self.media else { return };
+        let muted: Vec<(ParticipantId, bool, bool)> = self
+            .participants
+            .iter()
+            .map(|(id, p)| (id.clone(), p.info.audio.muted, p.info.video.muted))
+            .collect();
+        let focus = self.speakers.speaking().first().cloned();
+        media.sync_composite(&muted, self.composite_layout, focus);
     }
 
     /// Recomputes whose audio is forwarded (last-N) and applies a change.
@@ -1244,10 +1266,15 @@ impl Room {
                     self.admit_waiting(&participant_id, &actor).await
                 }
                 ClientMessage::Deny { participant_id } => self.deny(&participant_id, &actor),
-                ClientMessage::StartRecording { kind, format } => self
+                ClientMessage::StartRecording {
+                    kind,
+                    format,
+                    layout,
+                } => self
                     .start_recording(
                         kind.unwrap_or(RecordingKind::Composite),
                         format.unwrap_or(RecordingFormat::Mp4),
+                        layout.unwrap_or_default(),
                         &actor,
                     )
                     .map(|_| ()),
@@ -1386,6 +1413,7 @@ impl Room {
                     ServerMessage::ParticipantUpdated { participant: info },
                 );
                 self.publish_snapshot();
+                self.sync_composite();
             }
             ClientMessage::SetVisible { participants } => {
                 let Some(p) = self.participants.get_mut(pid) else {
@@ -1644,6 +1672,7 @@ impl Room {
         &mut self,
         kind: RecordingKind,
         format: RecordingFormat,
+        layout: LayoutMode,
         actor: &Actor,
     ) -> Result<RecordingRecord, ControlError> {
         if self
@@ -1682,6 +1711,7 @@ impl Room {
                     .start_composite_recording(&id, format, &dir)
                     .map_err(|e| ControlError::Media(e.to_string()))?;
                 active.open.insert(file);
+                self.composite_layout = layout;
             }
             RecordingKind::Tracks => {
                 for (track, owner, k) in tracks {
@@ -1704,6 +1734,7 @@ impl Room {
         );
         tracing::info!(recording = %id, ?kind, ?format, "recording started");
         self.recordings.push(active);
+        self.sync_composite();
         self.announce_room();
         Ok(record)
     }

@@ -334,6 +334,7 @@ impl Default for OptionalStart {
         OptionalStart(StartRecording {
             kind: crate::model::RecordingKind::Composite,
             format: crate::model::RecordingFormat::Mp4,
+            layout: None,
         })
     }
 }

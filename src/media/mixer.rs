@@ -61,6 +61,8 @@ struct Input {
     mixer_pad: gst::Pad,
     /// Shown in the layout (video that is not muted).
     shown: bool,
+    /// Audio left out of the mix (muted by the participant or a host).
+    muted: bool,
 }
 
 /// The composite of one room.
@@ -347,6 +349,7 @@ impl Mixer {
             tee_pad,
             mixer_pad,
             shown: true,
+            muted: false,
         });
         self.relayout();
         Ok(())
@@ -383,6 +386,28 @@ impl Mixer {
             i.shown = shown;
         }
         if changed {
+            self.relayout();
+        }
+    }
+
+    /// Applies a participant's mute state: muted audio leaves the mix,
+    /// muted video leaves the grid.
+    pub fn set_muted(&mut self, owner: &ParticipantId, audio_muted: bool, video_muted: bool) {
+        for i in self
+            .inputs
+            .iter_mut()
+            .filter(|i| &i.owner == owner && i.kind == TrackKind::Audio && i.muted != audio_muted)
+        {
+            i.mixer_pad.set_property("mute", audio_muted);
+            i.muted = audio_muted;
+        }
+        self.set_shown(owner, !video_muted);
+    }
+
+    /// Arrangement of the tiles from now on.
+    pub fn set_layout(&mut self, layout: LayoutMode) {
+        if self.config.layout != layout {
+            self.config.layout = layout;
             self.relayout();
         }
     }

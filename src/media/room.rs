@@ -753,17 +753,21 @@ impl RoomMedia {
             .unwrap_or_default()
     }
 
-    /// Hides or shows a participant's video in the composite.
-    pub fn set_composite_video(&self, owner: &ParticipantId, shown: bool) {
+    /// Brings the composite in line with the room: each participant's mute
+    /// state (muted audio leaves the mix, muted video the grid), the layout
+    /// and who the speaker layout puts large. Cheap when nothing changed.
+    pub fn sync_composite(
+        &self,
+        muted: &[(ParticipantId, bool, bool)],
+        layout: super::layout::LayoutMode,
+        focus: Option<ParticipantId>,
+    ) {
         if let Some(m) = self.inner.lock().mixer.as_mut() {
-            m.set_shown(owner, shown);
-        }
-    }
-
-    /// Who the speaker layout puts large.
-    pub fn set_composite_focus(&self, owner: Option<ParticipantId>) {
-        if let Some(m) = self.inner.lock().mixer.as_mut() {
-            m.set_focus(owner);
+            for (owner, audio, video) in muted {
+                m.set_muted(owner, *audio, *video);
+            }
+            m.set_layout(layout);
+            m.set_focus(focus);
         }
     }
 

@@ -193,6 +193,9 @@ pub enum ClientMessage {
         /// `mp4` or `mkv`.
         #[serde(default)]
         format: Option<crate::model::RecordingFormat>,
+        /// Composite: `grid` or `speaker`.
+        #[serde(default)]
+        layout: Option<crate::media::layout::LayoutMode>,
     },
     /// Host: stop the room's recording.
     StopRecording,
