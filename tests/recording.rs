@@ -493,3 +493,28 @@ async fn a_muted_participant_is_neither_heard_nor_seen_in_the_composite() {
     assert!(pb < pa / 100.0, "B's tone {pb:e} against A's {pa:e}");
     drop((a, b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closing_the_room_finalizes_its_recording() {
+    let s = Server::start();
+    let room = s.create_room(r#"{"name": "Closing"}"#);
+    let id = room["id"].as_str().unwrap().to_owned();
+    let a = join(&room, "A", 0xd02020, 440.0).await;
+    published(&s, &id, &a).await;
+    let rec = start(&s, &id, r#"{"kind": "composite", "format": "mkv"}"#);
+    let rid = rec["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (st, _) = s.admin("DELETE", &format!("/api/v1/rooms/{id}"), None);
+    assert_eq!(st, 204);
+    // Finalized by the close, not left recording; the file is whole.
+    let (st, rec) = s.admin("GET", &format!("/api/v1/recordings/{rid}"), None);
+    assert_eq!(st, 200);
+    assert_eq!(rec["state"], "ready", "{rec}");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = download(&s, &rec["files"][0], tmp.path());
+    let (streams, duration) = av::probe(&path);
+    assert_eq!(streams.len(), 2, "{streams:?}");
+    // A finished Matroska file knows its duration.
+    assert!((3.0..=6.0).contains(&duration), "{duration} s");
+    drop(a);
+}
