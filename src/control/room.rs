@@ -12,6 +12,7 @@ use crate::ids::RecordingId;
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::layout::LayoutMode;
 use crate::media::{MediaEvent, PeerState, RoomMedia, TrackKind};
+use crate::model::RoomMode;
 use crate::model::{
     RecordingFormat, RecordingKind, RecordingRecord, RecordingState, Role, RoomRecord, now_rfc3339,
     unix_now,
@@ -27,6 +28,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
+
+/// The participant id the composite's tracks carry in subscribe offers.
+fn composite_participant() -> ParticipantId {
+    ParticipantId::parse(crate::signaling::COMPOSITE_PARTICIPANT)
+        .unwrap_or_else(ParticipantId::generate)
+}
 
 /// A subscriber that has not answered an offer within this long is dropped.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -341,6 +348,9 @@ struct Room {
     /// Join order, for stable listings.
     order: Vec<ParticipantId>,
     tracks: HashMap<TrackId, TrackMeta>,
+    /// MCU rooms: the mixer's outputs forwarded to participants (composite
+    /// video, mix-minus audio) and their kind.
+    mcu_tracks: HashMap<TrackId, (TrackKind, Option<ParticipantId>)>,
     media: Option<RoomMedia>,
     media_tx: mpsc::UnboundedSender<MediaEvent>,
     snapshot: watch::Sender<Snapshot>,
@@ -394,6 +404,7 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
         participants: HashMap::new(),
         order: Vec::new(),
         tracks: HashMap::new(),
+        mcu_tracks: HashMap::new(),
         media: None,
         media_tx,
         snapshot: snap_tx,
@@ -492,6 +503,7 @@ impl Room {
             lobby: self.record.lobby,
             invites_enabled: self.record.invites_enabled,
             recording: self.is_recording(),
+            mode: self.record.mode,
         }
     }
 
@@ -1054,6 +1066,12 @@ impl Room {
         self.empty_since = None;
         tracing::info!(participant = %pid, role = e.role.as_str(), "participant joined");
         self.publish_snapshot();
+        if self.record.mode == RoomMode::Mcu {
+            // One picture of everyone and a mix of everyone else's voice.
+            self.subscribe_mcu(&pid);
+            self.renegotiate(&pid).await;
+            return Ok(());
+        }
         let existing: Vec<TrackId> = self.tracks.keys().cloned().collect();
         if !existing.is_empty() {
             for track in existing {
@@ -1064,8 +1082,36 @@ impl Room {
         Ok(())
     }
 
+    /// MCU: forwards the composite and `pid`'s mix-minus audio to `pid`.
+    fn subscribe_mcu(&mut self, pid: &ParticipantId) {
+        let Ok(media) = self.ensure_media() else {
+            return;
+        };
+        let tracks = match media.mcu_tracks(pid) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(participant = %pid, "cannot set up MCU media: {e}");
+                return;
+            }
+        };
+        for (tid, _) in &tracks {
+            if let Err(e) = media.subscribe(pid, tid) {
+                tracing::warn!(participant = %pid, track = %tid, "cannot forward the composite: {e}");
+            }
+        }
+        for (tid, kind) in tracks {
+            // The audio is this participant's own mix; the video is shared.
+            let owner = (kind == TrackKind::Audio).then(|| pid.clone());
+            self.mcu_tracks.insert(tid, (kind, owner));
+        }
+    }
+
     fn forward(&mut self, subscriber: &ParticipantId, track: &TrackId) {
         let Some(media) = &self.media else { return };
+        if self.record.mode == RoomMode::Mcu {
+            // MCU participants receive the mixer's outputs only.
+            return;
+        }
         if self
             .tracks
             .get(track)
@@ -1181,11 +1227,15 @@ impl Room {
                     .tracks
                     .iter()
                     .filter_map(|(mid, tid)| {
-                        let t = self.tracks.get(tid)?;
+                        let (owner, kind) = match (self.tracks.get(tid), self.mcu_tracks.get(tid)) {
+                            (Some(t), _) => (t.owner.clone(), t.kind),
+                            (None, Some((kind, _))) => (composite_participant(), *kind),
+                            _ => return None,
+                        };
                         Some(TrackDescription {
                             mid: mid.clone(),
-                            participant_id: t.owner.clone(),
-                            kind: t.kind.as_str().to_owned(),
+                            participant_id: owner,
+                            kind: kind.as_str().to_owned(),
                         })
                     })
                     .collect();
@@ -1623,6 +1673,13 @@ impl Room {
             .as_ref()
             .map(|m| m.remove_participant(pid))
             .unwrap_or_default();
+        if self.record.mode == RoomMode::Mcu
+            && let Some(media) = &self.media
+        {
+            self.mcu_tracks
+                .retain(|_, (_, owner)| owner.as_ref() != Some(pid));
+            media.release_mixer_if_unused();
+        }
         tracing::info!(participant = %pid, reason, "participant left");
         self.broadcast(
             None,

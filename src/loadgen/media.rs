@@ -56,6 +56,10 @@ pub struct RemoteStats {
     pub video_rtp: StreamCounter,
     /// Audio RTP counters (count mode).
     pub audio_rtp: StreamCounter,
+    /// The last second of decoded audio (decode mode), for tests that
+    /// look for tones in a mix.
+    #[serde(skip)]
+    pub recent_audio: std::collections::VecDeque<i16>,
     #[serde(skip)]
     crossings: u64,
     #[serde(skip)]
@@ -448,6 +452,10 @@ fn on_audio_sample(stats: &Shared, from: &ParticipantId, sample: &gst::Sample) {
             r.last_sign = sign;
         }
         r.audio_samples += 1;
+        r.recent_audio.push_back(v);
+    }
+    while r.recent_audio.len() > 48_000 {
+        r.recent_audio.pop_front();
     }
     if r.audio_samples > 4800 {
         r.audio_freq = Some(r.crossings as f64 / 2.0 / (r.audio_samples as f64 / 48_000.0));

@@ -63,6 +63,8 @@ struct Input {
     shown: bool,
     /// Audio left out of the mix (muted by the participant or a host).
     muted: bool,
+    /// Audio: the decoded sound, which the main mix and every MCU mix take.
+    decoded: Option<(gst::Element, gst::Pad)>,
 }
 
 /// The composite of one room.
@@ -74,9 +76,91 @@ pub struct Mixer {
     pub video: gst::Element,
     /// Encoded AAC (parsed).
     pub audio_aac: gst::Element,
+    /// The raw composite picture (I420).
+    raw: gst::Element,
     elements: Vec<gst::Element>,
     inputs: Vec<Input>,
     focus: Option<ParticipantId>,
+    /// The composite as VP8 RTP, for MCU participants.
+    mcu_video: Option<McuVideo>,
+    /// Per MCU participant: everyone's audio but theirs, as Opus RTP.
+    mcu_audio: Vec<McuAudio>,
+}
+
+/// The composite picture encoded for MCU participants.
+struct McuVideo {
+    elements: Vec<gst::Element>,
+    raw_pad: gst::Pad,
+    rtp: gst::Element,
+    ssrc: u32,
+}
+
+/// One MCU participant's audio: a mix of everyone else.
+struct McuAudio {
+    owner: ParticipantId,
+    mixer: gst::Element,
+    elements: Vec<gst::Element>,
+    /// (input track, its decoded tee, tee pad, mixer pad).
+    links: Vec<(TrackId, gst::Element, gst::Pad, gst::Pad)>,
+    rtp: gst::Element,
+    ssrc: u32,
+}
+
+impl McuAudio {
+    fn link(&mut self, track: &TrackId, dec: &gst::Element, muted: bool) -> Result<(), MediaError> {
+        let tee_pad = dec
+            .request_pad_simple("src_%u")
+            .ok_or_else(|| MediaError::Pipeline("tee pad".into()))?;
+        let mix_pad = self
+            .mixer
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| MediaError::Pipeline("audiomixer pad".into()))?;
+        mix_pad.set_property("mute", muted);
+        tee_pad
+            .link(&mix_pad)
+            .map_err(|e| MediaError::Pipeline(format!("mix-minus link: {e:?}")))?;
+        self.links
+            .push((track.clone(), dec.clone(), tee_pad, mix_pad));
+        Ok(())
+    }
+
+    fn unlink(&mut self, track: &TrackId) {
+        self.links.retain(|(t, dec, tee_pad, mix_pad)| {
+            if t != track {
+                return true;
+            }
+            dec.release_request_pad(tee_pad);
+            self.mixer.release_request_pad(mix_pad);
+            false
+        });
+    }
+}
+
+/// RTP caps of an MCU output with SSRC `ssrc`, as subscribers are offered
+/// it (offers map m-lines to tracks by SSRC).
+pub fn mcu_format(kind: TrackKind, ssrc: u32) -> Option<super::rtp::ForwardFormat> {
+    let caps = match kind {
+        TrackKind::Video => gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("encoding-name", "VP8")
+            .field("clock-rate", 90000i32)
+            .field("ssrc", ssrc)
+            .build(),
+        TrackKind::Audio => gst::Caps::builder("application/x-rtp")
+            .field("media", "audio")
+            .field("encoding-name", "OPUS")
+            .field("clock-rate", 48000i32)
+            .field("encoding-params", "2")
+            .field("minptime", "10")
+            .field("useinbandfec", "1")
+            .field("ssrc", ssrc)
+            .build(),
+    };
+    super::rtp::forward_format(&caps)
+}
+
+fn new_ssrc() -> u32 {
+    rand::random::<u32>().max(1)
 }
 
 fn add_chain(pipeline: &gst::Pipeline, chain: &[gst::Element]) -> Result<(), MediaError> {
@@ -164,18 +248,20 @@ impl Mixer {
         parse.set_property("config-interval", -1i32);
         let video = make("tee", None)?;
         video.set_property("allow-not-linked", true);
+        // The raw picture, for outputs that encode it their own way (MCU).
+        let raw = make("tee", None)?;
+        raw.set_property("allow-not-linked", true);
         add_chain(pipeline, &[bg.clone(), bg_caps.clone()])?;
         add_chain(
             pipeline,
-            &[
-                compositor.clone(),
-                out_caps.clone(),
-                vq.clone(),
-                encoder.clone(),
-                parse.clone(),
-                video.clone(),
-            ],
+            &[compositor.clone(), out_caps.clone(), raw.clone()],
         )?;
+        add_chain(
+            pipeline,
+            &[vq.clone(), encoder.clone(), parse.clone(), video.clone()],
+        )?;
+        raw.link(&vq)
+            .map_err(|e| MediaError::Pipeline(format!("raw tee: {e}")))?;
         let bg_pad = compositor
             .request_pad_simple("sink_%u")
             .ok_or_else(|| MediaError::Pipeline("compositor pad".into()))?;
@@ -237,6 +323,7 @@ impl Mixer {
             bg_caps,
             compositor.clone(),
             out_caps,
+            raw.clone(),
             vq,
             encoder,
             parse,
@@ -260,9 +347,12 @@ impl Mixer {
             audiomixer,
             video,
             audio_aac,
+            raw,
             elements,
             inputs: Vec::new(),
             focus: None,
+            mcu_video: None,
+            mcu_audio: Vec::new(),
         })
     }
 
@@ -328,8 +418,36 @@ impl Mixer {
         let src = bin
             .static_pad("src")
             .ok_or_else(|| MediaError::Pipeline("input src".into()))?;
-        src.link(&mixer_pad)
-            .map_err(|e| MediaError::Pipeline(format!("link mixer input: {e:?}")))?;
+        let decoded = match kind {
+            TrackKind::Video => {
+                src.link(&mixer_pad)
+                    .map_err(|e| MediaError::Pipeline(format!("link mixer input: {e:?}")))?;
+                None
+            }
+            TrackKind::Audio => {
+                // Decoded once; the room's mix and each MCU mix take from it.
+                let dec = make("tee", None)?;
+                dec.set_property("allow-not-linked", true);
+                pipeline
+                    .add(&dec)
+                    .map_err(|e| MediaError::Pipeline(format!("add decoded tee: {e}")))?;
+                src.link(
+                    &dec.static_pad("sink")
+                        .ok_or_else(|| MediaError::Pipeline("tee sink".into()))?,
+                )
+                .map_err(|e| MediaError::Pipeline(format!("link decoded tee: {e:?}")))?;
+                let main = dec
+                    .request_pad_simple("src_%u")
+                    .ok_or_else(|| MediaError::Pipeline("tee pad".into()))?;
+                main.link(&mixer_pad)
+                    .map_err(|e| MediaError::Pipeline(format!("link mixer input: {e:?}")))?;
+                let _ = dec.sync_state_with_parent();
+                for m in self.mcu_audio.iter_mut().filter(|m| &m.owner != owner) {
+                    m.link(track, &dec, false)?;
+                }
+                Some((dec, main))
+            }
+        };
         let _ = bin.sync_state_with_parent();
         let tee_pad = tee
             .request_pad_simple("src_%u")
@@ -350,6 +468,7 @@ impl Mixer {
             mixer_pad,
             shown: true,
             muted: false,
+            decoded,
         });
         self.relayout();
         Ok(())
@@ -363,6 +482,9 @@ impl Mixer {
         };
         let input = self.inputs.remove(i);
         input.tee.release_request_pad(&input.tee_pad);
+        for m in &mut self.mcu_audio {
+            m.unlink(track);
+        }
         // Releasing the aggregator pad flushes it, which frees a thread
         // blocked pushing into it; then the branch can stop.
         let aggregator = match input.kind {
@@ -371,7 +493,160 @@ impl Mixer {
         };
         aggregator.release_request_pad(&input.mixer_pad);
         self.relayout();
-        vec![input.bin.upcast()]
+        let mut out: Vec<gst::Element> = vec![input.bin.upcast()];
+        if let Some((dec, _)) = input.decoded {
+            out.push(dec);
+        }
+        out
+    }
+
+    /// The composite as VP8 RTP (a tee, and its SSRC), created on first use.
+    pub fn mcu_video(
+        &mut self,
+        pipeline: &gst::Pipeline,
+        codecs: &Selection,
+    ) -> Result<(gst::Element, u32), MediaError> {
+        if let Some(v) = &self.mcu_video {
+            return Ok((v.rtp.clone(), v.ssrc));
+        }
+        let ssrc = new_ssrc();
+        let vp8 = codecs
+            .encoder(Codec::Vp8)
+            .ok_or_else(|| MediaError::MissingElement("a VP8 encoder (vp8enc)".into()))?;
+        let q = make("queue", None)?;
+        q.set_property_from_str("leaky", "downstream");
+        q.set_property("max-size-buffers", 0u32);
+        q.set_property("max-size-bytes", 0u32);
+        q.set_property("max-size-time", 500_000_000u64);
+        let enc = make_encoder(
+            vp8,
+            &EncoderSettings {
+                bitrate_kbps: 1500,
+                keyframe_interval: (self.config.fps * 2) as u32,
+                low_latency: true,
+            },
+        )?;
+        let pay = make("rtpvp8pay", None)?;
+        pay.set_property("pt", 96u32);
+        pay.set_property("ssrc", ssrc);
+        pay.set_property_from_str("picture-id-mode", "15-bit");
+        let rtp = make("tee", None)?;
+        rtp.set_property("allow-not-linked", true);
+        let elements = vec![q.clone(), enc, pay, rtp.clone()];
+        add_chain(pipeline, &elements)?;
+        let raw_pad = self
+            .raw
+            .request_pad_simple("src_%u")
+            .ok_or_else(|| MediaError::Pipeline("raw tee pad".into()))?;
+        raw_pad
+            .link(
+                &q.static_pad("sink")
+                    .ok_or_else(|| MediaError::Pipeline("queue pad".into()))?,
+            )
+            .map_err(|e| MediaError::Pipeline(format!("MCU video: {e:?}")))?;
+        for e in &elements {
+            let _ = e.sync_state_with_parent();
+        }
+        self.mcu_video = Some(McuVideo {
+            elements,
+            raw_pad,
+            rtp: rtp.clone(),
+            ssrc,
+        });
+        Ok((rtp, ssrc))
+    }
+
+    /// `owner`'s MCU audio as Opus RTP (a tee, and its SSRC): everyone's
+    /// sound but theirs.
+    pub fn mcu_audio(
+        &mut self,
+        pipeline: &gst::Pipeline,
+        owner: &ParticipantId,
+        codecs: &Selection,
+    ) -> Result<(gst::Element, u32), MediaError> {
+        if let Some(m) = self.mcu_audio.iter().find(|m| &m.owner == owner) {
+            return Ok((m.rtp.clone(), m.ssrc));
+        }
+        let ssrc = new_ssrc();
+        let opus = codecs
+            .encoder(Codec::Opus)
+            .ok_or_else(|| MediaError::MissingElement("an Opus encoder (opusenc)".into()))?;
+        let silence = make("audiotestsrc", None)?;
+        silence.set_property("is-live", true);
+        silence.set_property_from_str("wave", "silence");
+        let silence_caps =
+            capsfilter("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved")?;
+        let mixer = make("audiomixer", None)?;
+        mixer.set_property("latency", AGGREGATOR_LATENCY_NS);
+        mixer.set_property("min-upstream-latency", MIN_UPSTREAM_LATENCY_NS);
+        mixer.set_property("ignore-inactive-pads", true);
+        mixer.set_property_from_str("start-time-selection", "first");
+        let caps = capsfilter("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved")?;
+        let conv = make("audioconvert", None)?;
+        let enc = make_encoder(
+            opus,
+            &EncoderSettings {
+                bitrate_kbps: 48,
+                keyframe_interval: 1,
+                low_latency: true,
+            },
+        )?;
+        let pay = make("rtpopuspay", None)?;
+        pay.set_property("pt", 111u32);
+        pay.set_property("ssrc", ssrc);
+        let rtp = make("tee", None)?;
+        rtp.set_property("allow-not-linked", true);
+        let elements = vec![
+            silence,
+            silence_caps,
+            mixer.clone(),
+            caps,
+            conv,
+            enc,
+            pay,
+            rtp.clone(),
+        ];
+        add_chain(pipeline, &elements)?;
+        for e in &elements {
+            let _ = e.sync_state_with_parent();
+        }
+        let mut out = McuAudio {
+            owner: owner.clone(),
+            mixer,
+            elements,
+            links: Vec::new(),
+            rtp: rtp.clone(),
+            ssrc,
+        };
+        for i in self
+            .inputs
+            .iter()
+            .filter(|i| i.kind == TrackKind::Audio && &i.owner != owner)
+        {
+            if let Some((dec, _)) = &i.decoded {
+                out.link(&i.track, dec, i.muted)?;
+            }
+        }
+        self.mcu_audio.push(out);
+        Ok((rtp, ssrc))
+    }
+
+    /// Drops `owner`'s MCU audio; returns the elements to stop.
+    pub fn remove_mcu(&mut self, owner: &ParticipantId) -> Vec<gst::Element> {
+        let Some(i) = self.mcu_audio.iter().position(|m| &m.owner == owner) else {
+            return Vec::new();
+        };
+        let mut m = self.mcu_audio.remove(i);
+        let tracks: Vec<TrackId> = m.links.iter().map(|l| l.0.clone()).collect();
+        for t in &tracks {
+            m.unlink(t);
+        }
+        m.elements
+    }
+
+    /// Whether MCU participants use the composite.
+    pub fn has_mcu(&self) -> bool {
+        !self.mcu_audio.is_empty()
     }
 
     /// Shows or hides a participant's video (muted video leaves the grid).
@@ -400,6 +675,12 @@ impl Mixer {
         {
             i.mixer_pad.set_property("mute", audio_muted);
             i.muted = audio_muted;
+            // Nor in anyone's MCU mix.
+            for m in &self.mcu_audio {
+                for (_, _, _, pad) in m.links.iter().filter(|l| l.0 == i.track) {
+                    pad.set_property("mute", audio_muted);
+                }
+            }
         }
         self.set_shown(owner, !video_muted);
     }
@@ -474,6 +755,14 @@ impl Mixer {
         let mut out = Vec::new();
         for t in tracks {
             out.extend(self.remove_input(&t));
+        }
+        let owners: Vec<ParticipantId> = self.mcu_audio.iter().map(|m| m.owner.clone()).collect();
+        for o in owners {
+            out.extend(self.remove_mcu(&o));
+        }
+        if let Some(v) = self.mcu_video.take() {
+            self.raw.release_request_pad(&v.raw_pad);
+            out.extend(v.elements);
         }
         out.append(&mut self.elements);
         out

@@ -32,6 +32,8 @@ pub struct RecordingBranch {
     links: Vec<(gst::Element, gst::Pad, gst::Pad)>,
     /// The file.
     pub file: PathBuf,
+    /// It records the composite (the mixer must stay).
+    pub composite: bool,
     done: Arc<AtomicBool>,
 }
 
@@ -282,6 +284,7 @@ impl RecordingBranch {
             bin,
             links,
             file: file.to_owned(),
+            composite: name == "composite",
             done,
         })
     }

@@ -10,7 +10,7 @@
 use super::audio_level::{self, LevelMeter};
 use super::codecs::Selection;
 use super::forwarder::Forwarder;
-use super::mixer::{MixInput, Mixer, MixerConfig};
+use super::mixer::{MixInput, Mixer, MixerConfig, mcu_format};
 use super::recorder::{BranchDone, RecordingBranch};
 use super::rtp::{ForwardFormat, forward_format, normalise_buffer};
 use super::{MediaError, ice, make, peer, sdp};
@@ -140,6 +140,17 @@ struct State {
     branches: Vec<RecordingBranch>,
     /// Tracks published so far (orders them).
     published: u64,
+    /// MCU outputs of the mixer, forwarded like tracks: the composite video
+    /// (owner `None`) and each MCU participant's mix-minus audio.
+    mcu: HashMap<TrackId, McuTrack>,
+}
+
+/// An output of the mixer that MCU participants receive.
+struct McuTrack {
+    /// For this participant only (its mix-minus audio); `None`: everyone's.
+    owner: Option<ParticipantId>,
+    tee: gst::Element,
+    format: ForwardFormat,
 }
 
 struct Inner {
@@ -367,11 +378,11 @@ impl RoomMedia {
             if peer.forwarders.contains_key(track) {
                 return Ok(());
             }
-            let t = state
-                .tracks
-                .get(track)
-                .ok_or_else(|| MediaError::Pipeline(format!("unknown track {track}")))?;
-            (t.tee.clone(), t.format.caps.clone())
+            match (state.tracks.get(track), state.mcu.get(track)) {
+                (Some(t), _) => (t.tee.clone(), t.format.caps.clone()),
+                (None, Some(m)) => (m.tee.clone(), m.format.caps.clone()),
+                _ => return Err(MediaError::Pipeline(format!("unknown track {track}"))),
+            }
         };
         let bin = self.bin(subscriber, PcKind::Subscribe)?;
         let fwd = Forwarder::prepare(&tee, &bin, &caps)?;
@@ -436,14 +447,12 @@ impl RoomMedia {
             .forwarders
             .keys()
             .filter_map(|tid| {
-                let ssrc = state
-                    .tracks
-                    .get(tid)?
-                    .format
-                    .caps
-                    .structure(0)?
-                    .get::<u32>("ssrc")
-                    .ok()?;
+                let caps = match (state.tracks.get(tid), state.mcu.get(tid)) {
+                    (Some(t), _) => &t.format.caps,
+                    (None, Some(m)) => &m.format.caps,
+                    _ => return None,
+                };
+                let ssrc = caps.structure(0)?.get::<u32>("ssrc").ok()?;
                 Some((ssrc, tid.clone()))
             })
             .collect();
@@ -489,11 +498,16 @@ impl RoomMedia {
     pub fn request_keyframe(&self, track: &TrackId) {
         let pad = {
             let state = self.inner.lock();
-            state
-                .tracks
-                .get(track)
-                .filter(|t| t.format.kind == TrackKind::Video)
-                .and_then(|t| t.tee.static_pad("sink"))
+            match state.tracks.get(track) {
+                Some(t) => Some(&t.tee).filter(|_| t.format.kind == TrackKind::Video),
+                // The MCU video: the event reaches the mixer's encoder.
+                None => state
+                    .mcu
+                    .get(track)
+                    .filter(|m| m.format.kind == TrackKind::Video)
+                    .map(|m| &m.tee),
+            }
+            .and_then(|tee| tee.static_pad("sink"))
         };
         if let Some(pad) = pad {
             let event = gst_video::UpstreamForceKeyUnitEvent::builder()
@@ -553,6 +567,14 @@ impl RoomMedia {
                     .flatten(),
             );
         }
+        // Its MCU audio mix.
+        {
+            let mut state = inner.lock();
+            state.mcu.retain(|_, m| m.owner.as_ref() != Some(pid));
+            if let Some(m) = state.mixer.as_mut() {
+                teardown.extend(m.remove_mcu(pid));
+            }
+        }
         // This participant's tracks, forwarded to others.
         let mut affected = Vec::new();
         for (tid, track) in owned {
@@ -591,6 +613,71 @@ impl RoomMedia {
         affected
     }
 
+    /// MCU: the composite video and `pid`'s mix of everyone else's audio,
+    /// as tracks [`RoomMedia::subscribe`] forwards (the mixer starts with
+    /// the first MCU participant).
+    pub fn mcu_tracks(&self, pid: &ParticipantId) -> Result<Vec<(TrackId, TrackKind)>, MediaError> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        inner.ensure_mixer(&mut state)?;
+        let mut out = Vec::new();
+        let video = state
+            .mcu
+            .iter()
+            .find(|(_, m)| m.owner.is_none())
+            .map(|(id, _)| id.clone());
+        let video = match video {
+            Some(id) => id,
+            None => {
+                let (tee, ssrc) = match state.mixer.as_mut() {
+                    Some(m) => m.mcu_video(&inner.pipeline, &inner.codecs)?,
+                    None => return Err(MediaError::Pipeline("no mixer".into())),
+                };
+                let format = mcu_format(TrackKind::Video, ssrc)
+                    .ok_or_else(|| MediaError::Pipeline("MCU video caps".into()))?;
+                let id = TrackId::generate();
+                state.mcu.insert(
+                    id.clone(),
+                    McuTrack {
+                        owner: None,
+                        tee,
+                        format,
+                    },
+                );
+                id
+            }
+        };
+        out.push((video, TrackKind::Video));
+        let audio = state
+            .mcu
+            .iter()
+            .find(|(_, m)| m.owner.as_ref() == Some(pid))
+            .map(|(id, _)| id.clone());
+        let audio = match audio {
+            Some(id) => id,
+            None => {
+                let (tee, ssrc) = match state.mixer.as_mut() {
+                    Some(m) => m.mcu_audio(&inner.pipeline, pid, &inner.codecs)?,
+                    None => return Err(MediaError::Pipeline("no mixer".into())),
+                };
+                let format = mcu_format(TrackKind::Audio, ssrc)
+                    .ok_or_else(|| MediaError::Pipeline("MCU audio caps".into()))?;
+                let id = TrackId::generate();
+                state.mcu.insert(
+                    id.clone(),
+                    McuTrack {
+                        owner: Some(pid.clone()),
+                        tee,
+                        format,
+                    },
+                );
+                id
+            }
+        };
+        out.push((audio, TrackKind::Audio));
+        Ok(out)
+    }
+
     /// Starts a composite recording into `dir` (the mixer starts with it).
     pub fn start_composite_recording(
         &self,
@@ -600,39 +687,7 @@ impl RoomMedia {
     ) -> Result<std::path::PathBuf, MediaError> {
         let inner = &self.inner;
         let mut state = inner.lock();
-        if state.mixer.is_none() {
-            let mut mixer = Mixer::new(&inner.pipeline, MixerConfig::default(), &inner.codecs)?;
-            let mut tracks: Vec<(u64, TrackId, ParticipantId, TrackKind, String, gst::Element)> =
-                state
-                    .tracks
-                    .iter()
-                    .map(|(id, t)| {
-                        (
-                            t.seq,
-                            id.clone(),
-                            t.owner.clone(),
-                            t.format.kind,
-                            t.format.codec.clone(),
-                            t.tee.clone(),
-                        )
-                    })
-                    .collect();
-            // Tiles in the order people published.
-            tracks.sort_by_key(|t| t.0);
-            for (_, id, owner, kind, codec, tee) in tracks {
-                let input = MixInput {
-                    track: &id,
-                    owner: &owner,
-                    kind,
-                    codec: &codec,
-                    tee: &tee,
-                };
-                if let Err(e) = mixer.add_input(&inner.pipeline, input, &inner.codecs) {
-                    tracing::warn!(room = %inner.room, track = %id, "cannot mix: {e}");
-                }
-            }
-            state.mixer = Some(mixer);
-        }
+        inner.ensure_mixer(&mut state)?;
         let Some(mixer) = &state.mixer else {
             return Err(MediaError::Pipeline("no mixer".into()));
         };
@@ -728,13 +783,12 @@ impl RoomMedia {
     pub fn release_mixer_if_unused(&self) {
         let elements = {
             let mut state = self.inner.lock();
-            let used = state
-                .branches
-                .iter()
-                .any(|b| b.file.file_stem().is_some_and(|s| s == "composite"));
+            let used = state.branches.iter().any(|b| b.composite)
+                || state.mixer.as_ref().is_some_and(|m| m.has_mcu());
             if used {
                 return;
             }
+            state.mcu.clear();
             match state.mixer.take() {
                 Some(m) => m.into_elements(),
                 None => return,
@@ -785,6 +839,45 @@ impl RoomMedia {
 }
 
 impl Inner {
+    /// Creates the mixer (if there is none) with every published track.
+    fn ensure_mixer(&self, state: &mut State) -> Result<(), MediaError> {
+        if state.mixer.is_some() {
+            return Ok(());
+        }
+        let inner = self;
+        let mut mixer = Mixer::new(&inner.pipeline, MixerConfig::default(), &inner.codecs)?;
+        let mut tracks: Vec<(u64, TrackId, ParticipantId, TrackKind, String, gst::Element)> = state
+            .tracks
+            .iter()
+            .map(|(id, t)| {
+                (
+                    t.seq,
+                    id.clone(),
+                    t.owner.clone(),
+                    t.format.kind,
+                    t.format.codec.clone(),
+                    t.tee.clone(),
+                )
+            })
+            .collect();
+        // Tiles in the order people published.
+        tracks.sort_by_key(|t| t.0);
+        for (_, id, owner, kind, codec, tee) in tracks {
+            let input = MixInput {
+                track: &id,
+                owner: &owner,
+                kind,
+                codec: &codec,
+                tee: &tee,
+            };
+            if let Err(e) = mixer.add_input(&inner.pipeline, input, &inner.codecs) {
+                tracing::warn!(room = %inner.room, track = %id, "cannot mix: {e}");
+            }
+        }
+        state.mixer = Some(mixer);
+        Ok(())
+    }
+
     fn new_webrtcbin(
         self: &Arc<Self>,
         pid: &ParticipantId,

@@ -70,7 +70,15 @@ pub struct RoomSummary {
     /// A recording is running (everyone is told: people know they are recorded).
     #[serde(default)]
     pub recording: bool,
+    /// `sfu` (everyone's tracks) or `mcu` (one composite picture and a mix
+    /// of the others' audio, described as participant [`COMPOSITE_PARTICIPANT`]).
+    #[serde(default)]
+    pub mode: crate::model::RoomMode,
 }
+
+/// The participant id that subscribe offers give the composite's tracks in
+/// MCU rooms.
+pub const COMPOSITE_PARTICIPANT: &str = "p_composite";
 
 /// An ICE server for the client's peer connections (RTCIceServer shape).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -361,7 +361,25 @@ async function recordFromTheBrowser(server, browser) {
   for (const p of [hank, gina]) await p.context().close();
 }
 
-const TESTS = { twoBrowsersSeeAndHearEachOther, hostControls, lobby, listedRooms, recordFromTheBrowser };
+// MCU room: each browser gets one composite picture and the others' voices.
+async function mcuRoom(server, browser) {
+  const { body: room } = await server.api('POST', '/api/v1/rooms', { name: 'Weak clients', mode: 'mcu' });
+  const ann = await openPage(browser, room.invite_url, 'ann');
+  const bob = await openPage(browser, room.invite_url, 'bob');
+  await joinAs(ann, 'Ann');
+  await joinAs(bob, 'Bob');
+  for (const [page, name] of [[ann, 'ann'], [bob, 'bob']]) {
+    await expectMediaFlowing(page, name);
+    const ids = await tileIds(page);
+    assert(JSON.stringify(ids) === '["p_composite"]', `${name} shows one composite tile: ${ids}`);
+    const tracks = await page.evaluate(() => window.roomcast.sub.getReceivers().filter((r) => r.track && r.track.readyState === 'live').length);
+    assert(tracks === 2, `${name} receives one video and one audio track, got ${tracks}`);
+  }
+  await screenshot(ann, 'mcu');
+  for (const p of [ann, bob]) await p.context().close();
+}
+
+const TESTS = { twoBrowsersSeeAndHearEachOther, hostControls, lobby, listedRooms, recordFromTheBrowser, mcuRoom };
 
 async function main() {
   const server = new Server();

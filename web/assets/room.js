@@ -54,6 +54,14 @@ function toast(text) {
 }
 window.roomcast = state; // for debugging and automated tests
 
+const COMPOSITE = {
+  id: 'p_composite',
+  display_name: 'Everyone',
+  role: 'guest',
+  audio: { published: true, muted: false },
+  video: { published: true, muted: false },
+};
+
 // Everyone sees when the call is recorded; a change is worth a toast.
 let wasRecording = false;
 function showRecording(room) {
@@ -193,9 +201,14 @@ function onMessage(msg) {
       closePeers();
       tiles.clear();
       state.participants.clear();
+      // MCU rooms send one picture of everyone and a mix of the others'
+      // voices, as the participant "p_composite": one tile instead of many.
+      state.mcu = msg.room.mode === 'mcu';
+      document.body.classList.toggle('mcu', state.mcu);
+      if (state.mcu) tiles.upsert(COMPOSITE);
       for (const p of msg.participants) {
         state.participants.set(p.id, p);
-        tiles.upsert(p);
+        if (!state.mcu) tiles.upsert(p);
       }
       $('prejoin').hidden = true;
       $('ended').hidden = true;
@@ -218,7 +231,7 @@ function onMessage(msg) {
     case 'participant_updated':
       if (msg.participant.id === state.me) break;
       state.participants.set(msg.participant.id, msg.participant);
-      tiles.upsert(msg.participant);
+      if (!state.mcu) tiles.upsert(msg.participant);
       break;
     case 'participant_left':
       state.participants.delete(msg.participant_id);
