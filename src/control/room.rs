@@ -1689,6 +1689,8 @@ impl Room {
             },
         );
         if self.participants.is_empty() {
+            // No MCU participant: the mixer's MCU outputs are gone.
+            self.mcu_tracks.clear();
             // Nobody inside: free the pipeline (unless it is recording); the
             // empty timer starts.
             if self.recordings.is_empty() {
