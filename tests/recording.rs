@@ -13,6 +13,11 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The sync test measures timing, which a machine saturated by the other
+/// tests of this file (each with encoders and peers) would distort: it runs
+/// alone, the others together.
+static LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn link(room: &Value, which: &str) -> String {
     room[which].as_str().unwrap().to_owned()
 }
@@ -117,6 +122,7 @@ fn download(s: &Server, file: &Value, dir: &std::path::Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn composite_of_three_has_every_tile_and_tone() {
+    let _shared = LOAD.read().await;
     let s = Server::start();
     let room = s.create_room(r#"{"name": "Recorded"}"#);
     let id = room["id"].as_str().unwrap().to_owned();
@@ -215,6 +221,7 @@ async fn composite_of_three_has_every_tile_and_tone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tracks_are_recorded_without_reencoding() {
+    let _shared = LOAD.read().await;
     let s = Server::start();
     let room = s.create_room(r#"{"name": "Tracks"}"#);
     let id = room["id"].as_str().unwrap().to_owned();
@@ -261,6 +268,7 @@ async fn tracks_are_recorded_without_reencoding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_server_leaves_a_playable_recording() {
+    let _shared = LOAD.read().await;
     let mut s = Server::start();
     let room = s.create_room(r#"{"name": "Crash"}"#);
     let id = room["id"].as_str().unwrap().to_owned();
@@ -295,6 +303,7 @@ async fn a_killed_server_leaves_a_playable_recording() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_fails_the_recording_not_the_call() {
+    let _shared = LOAD.read().await;
     // Recordings go to a 160 KB disk: the composite fills it in seconds.
     let s = Server::start_limited(&[], Some(160_000));
     let room = s.create_room(r#"{"name": "Full disk"}"#);
@@ -354,6 +363,7 @@ fn onsets(series: &[(f64, bool)]) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audio_and_video_stay_in_sync_for_a_late_joiner() {
+    let _alone = LOAD.write().await;
     let s = Server::start();
     let room = s.create_room(r#"{"name": "Sync"}"#);
     let id = room["id"].as_str().unwrap().to_owned();
@@ -449,6 +459,7 @@ async fn audio_and_video_stay_in_sync_for_a_late_joiner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_muted_participant_is_neither_heard_nor_seen_in_the_composite() {
+    let _shared = LOAD.read().await;
     let s = Server::start();
     let room = s.create_room(r#"{"name": "Muted"}"#);
     let id = room["id"].as_str().unwrap().to_owned();
@@ -496,6 +507,7 @@ async fn a_muted_participant_is_neither_heard_nor_seen_in_the_composite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn closing_the_room_finalizes_its_recording() {
+    let _shared = LOAD.read().await;
     let s = Server::start();
     let room = s.create_room(r#"{"name": "Closing"}"#);
     let id = room["id"].as_str().unwrap().to_owned();
