@@ -3,23 +3,12 @@
 
 mod common;
 
+use common::av::tone_power;
 use common::{Server, wait_for};
 use roomcast::ids::ParticipantId;
 use roomcast::loadgen::peer::{PeerConfig, TestPeer};
 use roomcast::signaling::COMPOSITE_PARTICIPANT;
 use std::time::Duration;
-
-/// Power of a tone in 16-bit samples (Goertzel), normalised by length.
-fn tone_power(samples: &[i16], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / 48_000.0).cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &x in samples {
-        let s = x as f64 / 32768.0 + k * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    (s1 * s1 + s2 * s2 - k * s1 * s2) / (samples.len().max(1) as f64).powi(2)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn everyone_gets_the_composite_and_everyone_elses_voice() {
@@ -86,7 +75,11 @@ async fn everyone_gets_the_composite_and_everyone_elses_voice() {
             .iter()
             .map(|p| {
                 let st = p.stats();
-                let audio: Vec<i16> = st.remote[&composite].recent_audio.iter().copied().collect();
+                let audio: Vec<f32> = st.remote[&composite]
+                    .recent_audio
+                    .iter()
+                    .map(|&v| v as f32 / 32768.0)
+                    .collect();
                 let floor = tone_power(&audio, 2500.0).max(1e-12);
                 people
                     .iter()

@@ -1181,13 +1181,13 @@ impl Room {
     /// a muted participant is neither heard nor shown in recordings.
     fn sync_composite(&self) {
         let Some(media) = &self.media else { return };
-        let muted: Vec<(ParticipantId, bool, bool)> = self
+        // Called every speaker tick: no copies unless there is a mixer.
+        let muted = self
             .participants
             .iter()
-            .map(|(id, p)| (id.clone(), p.info.audio.muted, p.info.video.muted))
-            .collect();
+            .map(|(id, p)| (id, p.info.audio.muted, p.info.video.muted));
         let focus = self.speakers.speaking().first().cloned();
-        media.sync_composite(&muted, self.composite_layout, focus);
+        media.sync_composite(muted, self.composite_layout, focus);
     }
 
     /// Recomputes whose audio is forwarded (last-N) and applies a change.

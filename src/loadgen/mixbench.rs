@@ -59,12 +59,6 @@ pub struct MixReport {
     pub cpu_per_output_s: f64,
 }
 
-fn cpu_now() -> f64 {
-    super::scenario::sample_process(std::process::id())
-        .map(|s| s.cpu_s)
-        .unwrap_or(0.0)
-}
-
 fn cpu_of(pid: u32) -> f64 {
     super::scenario::sample_process(pid)
         .map(|s| s.cpu_s)
@@ -194,11 +188,11 @@ fn run_roomcast(files: &[PathBuf], args: &MixerBenchArgs) -> anyhow::Result<MixR
         mixer.video.link(&save)?;
     }
     std::thread::sleep(Duration::from_secs(WARMUP_S));
-    let (cpu0, frames0) = (cpu_now(), frames.load(Ordering::Relaxed));
+    let (cpu0, frames0) = (cpu_of(std::process::id()), frames.load(Ordering::Relaxed));
     std::thread::sleep(Duration::from_secs(
         args.seconds.saturating_sub(WARMUP_S + 1),
     ));
-    let (cpu1, frames1) = (cpu_now(), frames.load(Ordering::Relaxed));
+    let (cpu1, frames1) = (cpu_of(std::process::id()), frames.load(Ordering::Relaxed));
     let _ = pipeline.set_state(gst::State::Null);
     drop(mixer);
     Ok(report("roomcast", encoder, frames1 - frames0, cpu1 - cpu0))

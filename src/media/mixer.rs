@@ -177,6 +177,22 @@ fn capsfilter(caps: &str) -> Result<gst::Element, MediaError> {
     Ok(f)
 }
 
+/// A live silence source, its caps, an `audiomixer` it keeps producing
+/// (inputs come and go as pads), and the mix's caps: unlinked, in chain order.
+fn live_audio_mix() -> Result<[gst::Element; 4], MediaError> {
+    const CAPS: &str = "audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved";
+    let silence = make("audiotestsrc", None)?;
+    silence.set_property("is-live", true);
+    silence.set_property_from_str("wave", "silence");
+    let mixer = make("audiomixer", None)?;
+    mixer.set_property("latency", AGGREGATOR_LATENCY_NS);
+    mixer.set_property("min-upstream-latency", MIN_UPSTREAM_LATENCY_NS);
+    mixer.set_property("ignore-inactive-pads", true);
+    // Output time starts with the first input, however long the room ran.
+    mixer.set_property_from_str("start-time-selection", "first");
+    Ok([silence, capsfilter(CAPS)?, mixer, capsfilter(CAPS)?])
+}
+
 fn queue() -> Result<gst::Element, MediaError> {
     let q = make("queue", None)?;
     q.set_property("max-size-buffers", 0u32);
@@ -274,18 +290,7 @@ impl Mixer {
             .map_err(|e| MediaError::Pipeline(format!("background: {e:?}")))?;
 
         // Audio: live silence → audiomixer → AAC → tee.
-        let silence = make("audiotestsrc", None)?;
-        silence.set_property("is-live", true);
-        silence.set_property_from_str("wave", "silence");
-        let silence_caps =
-            capsfilter("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved")?;
-        let audiomixer = make("audiomixer", None)?;
-        audiomixer.set_property("latency", AGGREGATOR_LATENCY_NS);
-        audiomixer.set_property("min-upstream-latency", MIN_UPSTREAM_LATENCY_NS);
-        audiomixer.set_property("ignore-inactive-pads", true);
-        audiomixer.set_property_from_str("start-time-selection", "first");
-        let mix_caps =
-            capsfilter("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved")?;
+        let [silence, silence_caps, audiomixer, mix_caps] = live_audio_mix()?;
         let aq = queue()?;
         let aconv = make("audioconvert", None)?;
         let aenc = make_encoder(
@@ -301,11 +306,10 @@ impl Mixer {
         audio_aac.set_property("allow-not-linked", true);
         add_chain(
             pipeline,
-            &[silence.clone(), silence_caps.clone(), audiomixer.clone()],
-        )?;
-        add_chain(
-            pipeline,
             &[
+                silence.clone(),
+                silence_caps.clone(),
+                audiomixer.clone(),
                 mix_caps.clone(),
                 aq.clone(),
                 aconv.clone(),
@@ -314,9 +318,6 @@ impl Mixer {
                 audio_aac.clone(),
             ],
         )?;
-        audiomixer
-            .link(&mix_caps)
-            .map_err(|e| MediaError::Pipeline(format!("audiomixer: {e}")))?;
 
         let elements = vec![
             bg,
@@ -571,17 +572,7 @@ impl Mixer {
         let opus = codecs
             .encoder(Codec::Opus)
             .ok_or_else(|| MediaError::MissingElement("an Opus encoder (opusenc)".into()))?;
-        let silence = make("audiotestsrc", None)?;
-        silence.set_property("is-live", true);
-        silence.set_property_from_str("wave", "silence");
-        let silence_caps =
-            capsfilter("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved")?;
-        let mixer = make("audiomixer", None)?;
-        mixer.set_property("latency", AGGREGATOR_LATENCY_NS);
-        mixer.set_property("min-upstream-latency", MIN_UPSTREAM_LATENCY_NS);
-        mixer.set_property("ignore-inactive-pads", true);
-        mixer.set_property_from_str("start-time-selection", "first");
-        let caps = capsfilter("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved")?;
+        let [silence, silence_caps, mixer, caps] = live_audio_mix()?;
         let conv = make("audioconvert", None)?;
         let enc = make_encoder(
             opus,

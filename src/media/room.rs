@@ -621,60 +621,36 @@ impl RoomMedia {
         let mut state = inner.lock();
         inner.ensure_mixer(&mut state)?;
         let mut out = Vec::new();
-        let video = state
-            .mcu
-            .iter()
-            .find(|(_, m)| m.owner.is_none())
-            .map(|(id, _)| id.clone());
-        let video = match video {
-            Some(id) => id,
-            None => {
-                let (tee, ssrc) = match state.mixer.as_mut() {
-                    Some(m) => m.mcu_video(&inner.pipeline, &inner.codecs)?,
-                    None => return Err(MediaError::Pipeline("no mixer".into())),
-                };
-                let format = mcu_format(TrackKind::Video, ssrc)
-                    .ok_or_else(|| MediaError::Pipeline("MCU video caps".into()))?;
-                let id = TrackId::generate();
-                state.mcu.insert(
-                    id.clone(),
-                    McuTrack {
-                        owner: None,
-                        tee,
-                        format,
-                    },
-                );
-                id
+        // The video is everyone's (owner `None`); the audio is `pid`'s own mix.
+        for (kind, owner) in [
+            (TrackKind::Video, None),
+            (TrackKind::Audio, Some(pid.clone())),
+        ] {
+            let existing = state
+                .mcu
+                .iter()
+                .find(|(_, m)| m.owner == owner)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = existing {
+                out.push((id, kind));
+                continue;
             }
-        };
-        out.push((video, TrackKind::Video));
-        let audio = state
-            .mcu
-            .iter()
-            .find(|(_, m)| m.owner.as_ref() == Some(pid))
-            .map(|(id, _)| id.clone());
-        let audio = match audio {
-            Some(id) => id,
-            None => {
-                let (tee, ssrc) = match state.mixer.as_mut() {
-                    Some(m) => m.mcu_audio(&inner.pipeline, pid, &inner.codecs)?,
-                    None => return Err(MediaError::Pipeline("no mixer".into())),
-                };
-                let format = mcu_format(TrackKind::Audio, ssrc)
-                    .ok_or_else(|| MediaError::Pipeline("MCU audio caps".into()))?;
-                let id = TrackId::generate();
-                state.mcu.insert(
-                    id.clone(),
-                    McuTrack {
-                        owner: Some(pid.clone()),
-                        tee,
-                        format,
-                    },
-                );
-                id
-            }
-        };
-        out.push((audio, TrackKind::Audio));
+            let mixer = state
+                .mixer
+                .as_mut()
+                .ok_or_else(|| MediaError::Pipeline("no mixer".into()))?;
+            let (tee, ssrc) = match &owner {
+                None => mixer.mcu_video(&inner.pipeline, &inner.codecs)?,
+                Some(p) => mixer.mcu_audio(&inner.pipeline, p, &inner.codecs)?,
+            };
+            let format = mcu_format(kind, ssrc)
+                .ok_or_else(|| MediaError::Pipeline("MCU output caps".into()))?;
+            let id = TrackId::generate();
+            state
+                .mcu
+                .insert(id.clone(), McuTrack { owner, tee, format });
+            out.push((id, kind));
+        }
         Ok(out)
     }
 
@@ -810,15 +786,15 @@ impl RoomMedia {
     /// Brings the composite in line with the room: each participant's mute
     /// state (muted audio leaves the mix, muted video the grid), the layout
     /// and who the speaker layout puts large. Cheap when nothing changed.
-    pub fn sync_composite(
+    pub fn sync_composite<'a>(
         &self,
-        muted: &[(ParticipantId, bool, bool)],
+        muted: impl IntoIterator<Item = (&'a ParticipantId, bool, bool)>,
         layout: super::layout::LayoutMode,
         focus: Option<ParticipantId>,
     ) {
         if let Some(m) = self.inner.lock().mixer.as_mut() {
             for (owner, audio, video) in muted {
-                m.set_muted(owner, *audio, *video);
+                m.set_muted(owner, audio, video);
             }
             m.set_layout(layout);
             m.set_focus(focus);

@@ -328,46 +328,26 @@ pub mod av {
             .downcast::<gst::Pipeline>()
             .expect("a pipeline");
         let out = Arc::new(Mutex::new(Decoded::default()));
-        if let Some(sink) = pipeline.by_name("v") {
+        {
             let out = out.clone();
-            sink.downcast::<gst_app::AppSink>()
-                .expect("appsink")
-                .set_callbacks(
-                    gst_app::AppSinkCallbacks::builder()
-                        .new_sample(move |s| {
-                            let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                            let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
-                            let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
-                            let pts = buf.pts().map(|t| t.nseconds()).unwrap_or(0);
-                            // Rows of W*3 bytes are 4-aligned already (W = 128).
-                            out.lock().unwrap().frames.push((pts, map.to_vec()));
-                            Ok(gst::FlowSuccess::Ok)
-                        })
-                        .build(),
-                );
+            on_buffers(&pipeline, "v", move |buf, data| {
+                let pts = buf.pts().map(|t| t.nseconds()).unwrap_or(0);
+                // Rows of W*3 bytes are 4-aligned already (W = 128).
+                out.lock().unwrap().frames.push((pts, data.to_vec()));
+            });
         }
-        if let Some(sink) = pipeline.by_name("a") {
+        {
             let out = out.clone();
-            sink.downcast::<gst_app::AppSink>()
-                .expect("appsink")
-                .set_callbacks(
-                    gst_app::AppSinkCallbacks::builder()
-                        .new_sample(move |s| {
-                            let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                            let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
-                            let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
-                            let mut o = out.lock().unwrap();
-                            if o.audio_start.is_none() {
-                                o.audio_start = buf.pts().map(|t| t.nseconds());
-                            }
-                            o.audio.extend(
-                                map.chunks_exact(4)
-                                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                            );
-                            Ok(gst::FlowSuccess::Ok)
-                        })
-                        .build(),
+            on_buffers(&pipeline, "a", move |buf, data| {
+                let mut o = out.lock().unwrap();
+                if o.audio_start.is_none() {
+                    o.audio_start = buf.pts().map(|t| t.nseconds());
+                }
+                o.audio.extend(
+                    data.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
                 );
+            });
         }
         pipeline.set_state(gst::State::Playing).expect("play");
         let bus = pipeline.bus().expect("bus");
@@ -388,6 +368,30 @@ pub mod av {
         }
         std::thread::sleep(Duration::from_millis(10));
         std::mem::take(&mut *out.lock().unwrap())
+    }
+
+    /// Calls `f` with every buffer reaching the appsink `name` (if there is one).
+    fn on_buffers(
+        pipeline: &gst::Pipeline,
+        name: &str,
+        mut f: impl FnMut(&gst::BufferRef, &[u8]) + Send + 'static,
+    ) {
+        let Some(sink) = pipeline.by_name(name) else {
+            return;
+        };
+        sink.downcast::<gst_app::AppSink>()
+            .expect("appsink")
+            .set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
+                        let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                        f(buf, &map);
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
     }
 
     /// `ffprobe` of a file: (codec_type, codec_name) of each stream and the duration.
