@@ -81,6 +81,16 @@ id_type!(
     RecordingId,
     "rec_"
 );
+id_type!(
+    /// A live broadcast (`b_…`).
+    BroadcastId,
+    "b_"
+);
+id_type!(
+    /// One WHEP viewer of a broadcast (`v_…`).
+    ViewerId,
+    "v_"
+);
 
 #[cfg(test)]
 mod tests {

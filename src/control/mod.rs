@@ -6,6 +6,7 @@
 //! ([`room`]): one tokio task owning that room's state, fed commands over a
 //! channel and publishing a snapshot for readers.
 
+pub mod broadcast;
 pub mod recording;
 pub mod room;
 pub mod speakers;
@@ -72,6 +73,12 @@ pub enum ControlError {
     /// The room records already.
     #[error("the room is being recorded already")]
     AlreadyRecording,
+    /// The request conflicts with the current state (409 with this code).
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    /// Malformed input that is not JSON (an SDP offer).
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 impl ControlError {
@@ -90,6 +97,8 @@ impl ControlError {
             ControlError::Banned => "banned",
             ControlError::RateLimited(_) => "rate_limited",
             ControlError::AlreadyRecording => "already_recording",
+            ControlError::Conflict(code, _) => code,
+            ControlError::BadRequest(_) => "bad_request",
         }
     }
 }
@@ -361,6 +370,7 @@ struct Inner {
     settings: ControlSettings,
     rooms: Mutex<HashMap<RoomId, RoomHandle>>,
     next_seq: std::sync::atomic::AtomicU64,
+    broadcasts: Arc<broadcast::Registry>,
 }
 
 /// The room directory.
@@ -437,8 +447,16 @@ impl Control {
                 settings,
                 rooms: Mutex::new(HashMap::new()),
                 next_seq: std::sync::atomic::AtomicU64::new(0),
+                broadcasts: Arc::new(broadcast::Registry::default()),
             }),
         };
+        // HLS of a previous run is stale: its broadcasts ended with it.
+        let hls = control.hls_dir();
+        if hls.exists()
+            && let Err(e) = std::fs::remove_dir_all(&hls)
+        {
+            tracing::warn!("cannot clear {}: {e}", hls.display());
+        }
         control.recover_recordings()?;
         for record in store.open_rooms()? {
             control.spawn_room(record);
@@ -483,6 +501,8 @@ impl Control {
                 links: self.inner.links.clone(),
                 codecs: self.inner.settings.codecs.clone(),
                 recordings_dir: self.inner.settings.data_dir.join("recordings"),
+                hls_dir: self.hls_dir(),
+                broadcasts: self.inner.broadcasts.clone(),
                 on_closed,
             },
         );
@@ -635,6 +655,252 @@ impl Control {
             .map_err(hide_closed)?
             .snapshot()
             .participants)
+    }
+
+    /// Where HLS is written (`<data dir>/hls/<broadcast>/`).
+    pub fn hls_dir(&self) -> std::path::PathBuf {
+        self.inner.settings.data_dir.join("hls")
+    }
+
+    /// Starts a broadcast of room `id`.
+    pub async fn start_broadcast(
+        &self,
+        id: &RoomId,
+        req: broadcast::StartBroadcast,
+        actor: Actor,
+    ) -> Result<broadcast::BroadcastView, ControlError> {
+        let spec = req.validate()?;
+        let snap = self.handle(id).map_err(hide_closed)?.snapshot();
+        let viewer_token = (snap.record.visibility == Visibility::Private)
+            .then(|| self.inner.signer.link(id, Role::Viewer, 0, None));
+        let b = broadcast::Broadcast::new(id.clone(), spec, viewer_token);
+        self.inner.broadcasts.insert(b.clone());
+        let started = self
+            .ask(id, |reply| Command::StartBroadcast {
+                broadcast: b.clone(),
+                actor,
+                reply,
+            })
+            .await;
+        if let Err(e) = started {
+            b.end(Some(e.to_string()));
+            return Err(e);
+        }
+        Ok(b.view(&self.inner.settings.public_url))
+    }
+
+    fn find_broadcast(
+        &self,
+        id: &crate::ids::BroadcastId,
+    ) -> Result<Arc<broadcast::Broadcast>, ControlError> {
+        self.inner
+            .broadcasts
+            .get(id)
+            .ok_or(ControlError::NotFound("broadcast"))
+    }
+
+    /// A broadcast.
+    pub fn broadcast(
+        &self,
+        id: &crate::ids::BroadcastId,
+    ) -> Result<broadcast::BroadcastView, ControlError> {
+        Ok(self
+            .find_broadcast(id)?
+            .view(&self.inner.settings.public_url))
+    }
+
+    /// Broadcasts (of one room), newest first.
+    pub fn broadcasts(&self, room: Option<&RoomId>) -> Vec<broadcast::BroadcastView> {
+        self.inner
+            .broadcasts
+            .list(room)
+            .iter()
+            .map(|b| b.view(&self.inner.settings.public_url))
+            .collect()
+    }
+
+    /// What the viewer page shows.
+    pub fn public_broadcast(
+        &self,
+        id: &crate::ids::BroadcastId,
+    ) -> Result<broadcast::PublicBroadcast, ControlError> {
+        let b = self.find_broadcast(id)?;
+        let view = b.view(&self.inner.settings.public_url);
+        let room_name = self
+            .inner
+            .store
+            .get_room(&b.room_id)?
+            .map(|r| r.name)
+            .unwrap_or_default();
+        Ok(broadcast::PublicBroadcast {
+            id: view.id,
+            state: view.state,
+            room_name,
+            hls_url: view.hls_url,
+            whep_url: view.whep_url,
+            viewers: view.viewers,
+        })
+    }
+
+    /// Ends a broadcast (204 even when it had ended already).
+    pub async fn stop_broadcast(&self, id: &crate::ids::BroadcastId) -> Result<(), ControlError> {
+        let b = self.find_broadcast(id)?;
+        if !b.is_active() {
+            return Ok(());
+        }
+        let res = self
+            .ask(&b.room_id, |reply| Command::StopBroadcast {
+                broadcast: id.clone(),
+                reply,
+            })
+            .await;
+        // A room that is gone took its broadcasts with it.
+        if res.is_err() {
+            b.end(None);
+        }
+        Ok(())
+    }
+
+    /// An HLS client fetched a playlist of broadcast `id`.
+    pub fn hls_seen(&self, id: &crate::ids::BroadcastId, client: u64) {
+        if let Some(b) = self.inner.broadcasts.get(id) {
+            b.hls_seen(client);
+        }
+    }
+
+    /// Checks a WHEP viewer's credentials: none for listed rooms, the
+    /// viewer token (or a host link) for private ones.
+    fn check_viewer(
+        &self,
+        b: &broadcast::Broadcast,
+        bearer: Option<&str>,
+    ) -> Result<(), ControlError> {
+        if b.viewer_token.is_none() {
+            return Ok(());
+        }
+        let token = bearer.ok_or_else(|| {
+            ControlError::Unauthorized("this broadcast needs its viewer token".into())
+        })?;
+        let claims = self.inner.signer.verify(token, unix_now())?;
+        if claims.room != b.room_id
+            || claims.kind != TokenKind::Link
+            || !matches!(claims.role, Role::Viewer | Role::Host)
+        {
+            return Err(ControlError::Unauthorized(
+                "not a viewer token of this broadcast".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A WHEP viewer's offer → (viewer id, answer).
+    pub async fn whep_offer(
+        &self,
+        id: &crate::ids::BroadcastId,
+        bearer: Option<&str>,
+        sdp: String,
+    ) -> Result<(crate::ids::ViewerId, String), ControlError> {
+        let b = self.find_broadcast(id)?;
+        self.check_viewer(&b, bearer)?;
+        if !b.spec.whep {
+            return Err(ControlError::NotFound("WHEP endpoint"));
+        }
+        if !b.is_active() {
+            return Err(ControlError::Conflict(
+                "broadcast_ended",
+                "the broadcast has ended".into(),
+            ));
+        }
+        self.ask(&b.room_id, |reply| Command::WhepOffer {
+            broadcast: id.clone(),
+            sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// A WHEP viewer leaves.
+    pub async fn whep_delete(
+        &self,
+        id: &crate::ids::BroadcastId,
+        viewer: &crate::ids::ViewerId,
+        bearer: Option<&str>,
+    ) -> Result<(), ControlError> {
+        let b = self.find_broadcast(id)?;
+        self.check_viewer(&b, bearer)?;
+        let handle = self.handle(&b.room_id).map_err(hide_closed)?;
+        let (tx, rx) = oneshot::channel();
+        handle.send(Command::WhepStop {
+            broadcast: id.clone(),
+            viewer: viewer.clone(),
+            reply: tx,
+        })?;
+        if rx.await.unwrap_or(false) {
+            Ok(())
+        } else {
+            Err(ControlError::NotFound("viewer"))
+        }
+    }
+
+    /// A WHIP endpoint for room `id` and its bearer token.
+    pub fn create_ingest(&self, id: &RoomId) -> Result<serde_json::Value, ControlError> {
+        let snap = self.handle(id).map_err(hide_closed)?.snapshot();
+        let token = self
+            .inner
+            .signer
+            .link(&snap.record.id, Role::Ingest, 0, None);
+        Ok(serde_json::json!({
+            "whip_url": format!("{}/whip/{}", self.inner.settings.public_url, id),
+            "token": token,
+            "room_id": id,
+        }))
+    }
+
+    fn check_ingest(&self, room: &RoomId, bearer: Option<&str>) -> Result<(), ControlError> {
+        let token = bearer
+            .ok_or_else(|| ControlError::Unauthorized("WHIP needs the ingest token".into()))?;
+        let claims = self.inner.signer.verify(token, unix_now())?;
+        if &claims.room != room || claims.kind != TokenKind::Link || claims.role != Role::Ingest {
+            return Err(ControlError::Unauthorized(
+                "not an ingest token of this room".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A WHIP publisher's offer → (participant, answer).
+    pub async fn whip_offer(
+        &self,
+        room: &RoomId,
+        bearer: Option<&str>,
+        sdp: String,
+    ) -> Result<(ParticipantId, String), ControlError> {
+        self.check_ingest(room, bearer)?;
+        self.ask(room, |reply| Command::Ingest {
+            display_name: "Ingest".into(),
+            sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// A WHIP publisher stops.
+    pub async fn whip_delete(
+        &self,
+        room: &RoomId,
+        pid: &ParticipantId,
+        bearer: Option<&str>,
+    ) -> Result<(), ControlError> {
+        self.check_ingest(room, bearer)?;
+        let is_ingest = self
+            .participants(room)?
+            .iter()
+            .any(|p| &p.id == pid && p.role == Role::Ingest);
+        if !is_ingest {
+            return Err(ControlError::NotFound("ingest"));
+        }
+        self.remove_participant(room, pid, false, Actor::System)
+            .await
     }
 
     /// Sends a command built around a reply channel and waits for the answer.

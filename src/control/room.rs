@@ -3,15 +3,16 @@
 //! (from the edge), media events over another (from GStreamer callbacks);
 //! readers see a published [`Snapshot`].
 
+use super::broadcast::{Broadcast, SourceSpec, Transcode};
 use super::recording::{Active, track_stem};
 use super::speakers::Speakers;
 use super::tokens::TokenSigner;
 use super::{Actor, ControlError, Links, PatchRoom};
 use crate::config::IceSettings;
-use crate::ids::RecordingId;
+use crate::ids::{BroadcastId, RecordingId, ViewerId};
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::layout::LayoutMode;
-use crate::media::{MediaEvent, PeerState, RoomMedia, TrackKind};
+use crate::media::{BroadcastInput, MediaError, MediaEvent, PeerState, RoomMedia, TrackKind};
 use crate::model::RoomMode;
 use crate::model::{
     RecordingFormat, RecordingKind, RecordingRecord, RecordingState, Role, RoomRecord, now_rfc3339,
@@ -183,6 +184,49 @@ pub enum Command {
         /// The finished recording.
         reply: oneshot::Sender<Result<RecordingRecord, ControlError>>,
     },
+    /// Start a broadcast (registered already; the room builds and runs it).
+    StartBroadcast {
+        /// The broadcast.
+        broadcast: Arc<Broadcast>,
+        /// Who asks.
+        actor: Actor,
+        /// Done.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// End a broadcast.
+    StopBroadcast {
+        /// Which.
+        broadcast: BroadcastId,
+        /// Done.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// A WHEP viewer's offer.
+    WhepOffer {
+        /// Broadcast.
+        broadcast: BroadcastId,
+        /// SDP offer.
+        sdp: String,
+        /// Viewer id and SDP answer.
+        reply: oneshot::Sender<Result<(ViewerId, String), ControlError>>,
+    },
+    /// A WHEP viewer leaves (`DELETE` on its resource).
+    WhepStop {
+        /// Broadcast.
+        broadcast: BroadcastId,
+        /// Viewer.
+        viewer: ViewerId,
+        /// Whether it was there.
+        reply: oneshot::Sender<bool>,
+    },
+    /// A WHIP publisher's offer: it enters as a participant of role `ingest`.
+    Ingest {
+        /// Name shown to others.
+        display_name: String,
+        /// SDP offer.
+        sdp: String,
+        /// Participant id and SDP answer.
+        reply: oneshot::Sender<Result<(ParticipantId, String), ControlError>>,
+    },
     /// Close the room.
     Close {
         /// Who asks.
@@ -236,6 +280,10 @@ pub struct RoomDeps {
     pub codecs: Arc<crate::media::codecs::Selection>,
     /// Where recordings are written (a directory per recording).
     pub recordings_dir: std::path::PathBuf,
+    /// Where HLS is written (a directory per broadcast).
+    pub hls_dir: std::path::PathBuf,
+    /// Every broadcast of the server.
+    pub broadcasts: Arc<super::broadcast::Registry>,
     /// Called when the actor stops.
     pub on_closed: Box<dyn Fn(&RoomId) + Send + Sync>,
 }
@@ -366,6 +414,19 @@ struct Room {
     recordings: Vec<Active>,
     /// Layout of the composite (set by the composite recording).
     composite_layout: LayoutMode,
+    /// Broadcasts running or waiting for their source.
+    on_air: Vec<OnAir>,
+}
+
+/// A broadcast of this room that has not ended.
+struct OnAir {
+    broadcast: Arc<Broadcast>,
+    /// Asked for at.
+    since: Instant,
+    /// Its outputs run (the source was there).
+    built: bool,
+    /// The participant it shows (it ends when they leave).
+    source: Option<ParticipantId>,
 }
 
 /// How often speakers are re-evaluated.
@@ -416,6 +477,7 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
         lobby: Vec::new(),
         recordings: Vec::new(),
         composite_layout: LayoutMode::default(),
+        on_air: Vec::new(),
     };
     let span = tracing::info_span!("room", room = %room.record.id);
     tokio::spawn(room.run(rx, media_rx).instrument(span));
@@ -504,6 +566,10 @@ impl Room {
             invites_enabled: self.record.invites_enabled,
             recording: self.is_recording(),
             mode: self.record.mode,
+            broadcast: self
+                .on_air
+                .first()
+                .map(|o| o.broadcast.summary(&self.deps.links.public_url)),
         }
     }
 
@@ -677,6 +743,42 @@ impl Room {
                 let _ = reply.send(self.start_recording(kind, format, layout, &actor));
             }
             Command::StopRecording { recording, reply } => self.stop_recording(&recording, reply),
+            Command::StartBroadcast {
+                broadcast,
+                actor,
+                reply,
+            } => {
+                let _ = reply.send(self.start_broadcast(broadcast, &actor));
+            }
+            Command::StopBroadcast { broadcast, reply } => {
+                let res = if self.end_broadcast(&broadcast, None) {
+                    Ok(())
+                } else {
+                    Err(ControlError::NotFound("broadcast"))
+                };
+                let _ = reply.send(res);
+            }
+            Command::WhepOffer {
+                broadcast,
+                sdp,
+                reply,
+            } => {
+                let _ = reply.send(self.whep_offer(&broadcast, &sdp).await);
+            }
+            Command::WhepStop {
+                broadcast,
+                viewer,
+                reply,
+            } => {
+                let _ = reply.send(self.remove_viewer(&broadcast, &viewer));
+            }
+            Command::Ingest {
+                display_name,
+                sdp,
+                reply,
+            } => {
+                let _ = reply.send(self.ingest(display_name, &sdp).await);
+            }
             Command::Close { actor, reply } => {
                 self.audit(&actor, "room_closed", None, serde_json::json!({}));
                 self.close("closed").await;
@@ -1066,6 +1168,10 @@ impl Room {
         self.empty_since = None;
         tracing::info!(participant = %pid, role = e.role.as_str(), "participant joined");
         self.publish_snapshot();
+        if e.role == Role::Ingest {
+            // A WHIP publisher only sends.
+            return Ok(());
+        }
         if self.record.mode == RoomMode::Mcu {
             // One picture of everyone and a mix of everyone else's voice.
             self.subscribe_mcu(&pid);
@@ -1116,6 +1222,10 @@ impl Room {
             .tracks
             .get(track)
             .is_some_and(|t| &t.owner == subscriber)
+            || self
+                .participants
+                .get(subscriber)
+                .is_some_and(|p| p.info.role == Role::Ingest)
         {
             return;
         }
@@ -1328,6 +1438,29 @@ impl Room {
                         &actor,
                     )
                     .map(|_| ()),
+                ClientMessage::StartBroadcast { renditions } => {
+                    let body = super::broadcast::StartBroadcast {
+                        renditions: renditions.unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    match body.validate() {
+                        Ok(spec) => {
+                            let viewer_token = self.viewer_token();
+                            let b = Broadcast::new(self.record.id.clone(), spec, viewer_token);
+                            self.deps.broadcasts.insert(b.clone());
+                            self.start_broadcast(b, &actor)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                ClientMessage::StopBroadcast => {
+                    let ids: Vec<BroadcastId> =
+                        self.on_air.iter().map(|o| o.broadcast.id.clone()).collect();
+                    for id in ids {
+                        self.end_broadcast(&id, None);
+                    }
+                    Ok(())
+                }
                 ClientMessage::StopRecording => {
                     let running: Vec<RecordingId> = self
                         .recordings
@@ -1495,12 +1628,27 @@ impl Room {
             | ClientMessage::Admit { .. }
             | ClientMessage::Deny { .. }
             | ClientMessage::StartRecording { .. }
-            | ClientMessage::StopRecording => {}
+            | ClientMessage::StopRecording
+            | ClientMessage::StartBroadcast { .. }
+            | ClientMessage::StopBroadcast => {}
         }
     }
 
     async fn on_media_event(&mut self, ev: MediaEvent) {
         match ev {
+            MediaEvent::BroadcastLive { broadcast } => {
+                if let Some(o) = self.on_air.iter().find(|o| o.broadcast.id == broadcast)
+                    && o.broadcast.set_live()
+                {
+                    tracing::info!(%broadcast, "broadcast live");
+                    self.announce_room();
+                }
+            }
+            MediaEvent::ViewerGone { broadcast, viewer } => {
+                if self.remove_viewer(&broadcast, &viewer) {
+                    tracing::debug!(%broadcast, %viewer, "WHEP viewer gone");
+                }
+            }
             MediaEvent::LocalCandidate {
                 participant,
                 pc,
@@ -1554,6 +1702,7 @@ impl Room {
                     self.update_audio_forwarding();
                 }
                 self.record_new_track(&participant, &track, kind);
+                self.build_broadcasts();
                 for sub in &subscribers {
                     self.renegotiate(sub).await;
                 }
@@ -1630,6 +1779,7 @@ impl Room {
     async fn on_tick(&mut self) {
         let now = Instant::now();
         self.finish_recordings();
+        self.build_broadcasts();
         let stuck: Vec<ParticipantId> = self
             .participants
             .iter()
@@ -1665,6 +1815,15 @@ impl Room {
             return;
         };
         drop(p);
+        let shown: Vec<BroadcastId> = self
+            .on_air
+            .iter()
+            .filter(|o| o.source.as_ref() == Some(pid))
+            .map(|o| o.broadcast.id.clone())
+            .collect();
+        for id in shown {
+            self.end_broadcast(&id, None);
+        }
         self.order.retain(|id| id != pid);
         self.tracks.retain(|_, t| &t.owner != pid);
         self.speakers.forget(pid);
@@ -1693,7 +1852,7 @@ impl Room {
             self.mcu_tracks.clear();
             // Nobody inside: free the pipeline (unless it is recording); the
             // empty timer starts.
-            if self.recordings.is_empty() {
+            if self.recordings.is_empty() && self.on_air.is_empty() {
                 self.media = None;
             }
             self.empty_since = Some(Instant::now());
@@ -1702,6 +1861,234 @@ impl Room {
         self.update_audio_forwarding();
         for sub in affected {
             self.renegotiate(&sub).await;
+        }
+    }
+
+    /// The viewer token of this room's broadcasts (private rooms only;
+    /// broadcasts of listed rooms are open to anyone).
+    fn viewer_token(&self) -> Option<String> {
+        (self.record.visibility == crate::model::Visibility::Private).then(|| {
+            self.deps
+                .signer
+                .link(&self.record.id, Role::Viewer, 0, None)
+        })
+    }
+
+    fn start_broadcast(&mut self, b: Arc<Broadcast>, actor: &Actor) -> Result<(), ControlError> {
+        if self.closed {
+            return Err(ControlError::RoomClosed);
+        }
+        self.ensure_media()?;
+        self.audit(
+            actor,
+            "broadcast_started",
+            None,
+            serde_json::json!({"broadcast": b.id, "source": b.spec.source.name()}),
+        );
+        tracing::info!(broadcast = %b.id, source = %b.spec.source.name(), "broadcast starting");
+        self.on_air.push(OnAir {
+            broadcast: b,
+            since: Instant::now(),
+            built: false,
+            source: None,
+        });
+        self.build_broadcasts();
+        self.announce_room();
+        Ok(())
+    }
+
+    /// The participant a broadcast shows, once it publishes video (and
+    /// audio, or 2 s have passed without it).
+    fn broadcast_source(&self, spec: &SourceSpec, waited: Duration) -> Option<BroadcastInput> {
+        let pid = match spec {
+            SourceSpec::Composite => return Some(BroadcastInput::Composite),
+            SourceSpec::Participant(p) => p.clone(),
+            SourceSpec::Ingest => self
+                .order
+                .iter()
+                .find(|id| {
+                    self.participants
+                        .get(*id)
+                        .is_some_and(|p| p.info.role == Role::Ingest && p.info.video.published)
+                })?
+                .clone(),
+        };
+        let p = self.participants.get(&pid)?;
+        (p.info.video.published && (p.info.audio.published || waited > Duration::from_secs(2)))
+            .then_some(BroadcastInput::Participant(pid))
+    }
+
+    /// Builds the outputs of every broadcast whose source is there now.
+    fn build_broadcasts(&mut self) {
+        for i in 0..self.on_air.len() {
+            let o = &self.on_air[i];
+            if o.built {
+                continue;
+            }
+            let Some(input) = self.broadcast_source(&o.broadcast.spec.source, o.since.elapsed())
+            else {
+                continue;
+            };
+            let b = o.broadcast.clone();
+            let outputs = crate::media::broadcast::Outputs {
+                hls_dir: b.spec.hls.then(|| self.deps.hls_dir.join(b.id.as_str())),
+                whep: b.spec.whep,
+                rtmp: !b.spec.rtmp.is_empty(),
+                renditions: b.spec.renditions.clone(),
+            };
+            let media = match self.ensure_media() {
+                Ok(m) => m,
+                Err(e) => {
+                    b.end(Some(e.to_string()));
+                    continue;
+                }
+            };
+            match media.start_broadcast(&b.id, &input, &outputs) {
+                Ok(built) => {
+                    tracing::info!(broadcast = %b.id, renditions = ?built.renditions, encoders = ?built.encoders, "broadcast built");
+                    b.built(
+                        built.encoders,
+                        Transcode {
+                            video: built.transcode_video,
+                            audio: built.transcode_audio,
+                        },
+                        built.renditions,
+                    );
+                    if let Some(feed) = built.rtmp {
+                        for t in 0..b.spec.rtmp.len() {
+                            tokio::spawn(crate::media::rtmp::run_target(
+                                feed.clone(),
+                                b.rtmp.clone(),
+                                t,
+                            ));
+                        }
+                    }
+                    self.on_air[i].built = true;
+                    if let BroadcastInput::Participant(p) = input {
+                        self.on_air[i].source = Some(p);
+                    }
+                }
+                // The source has no video (yet): try again later.
+                Err(MediaError::NoPeer) => {}
+                Err(e) => {
+                    tracing::warn!(broadcast = %b.id, "cannot start the broadcast: {e}");
+                    b.end(Some(e.to_string()));
+                }
+            }
+        }
+        let before = self.on_air.len();
+        self.on_air.retain(|o| o.broadcast.is_active());
+        if self.on_air.len() != before {
+            self.announce_room();
+        }
+    }
+
+    /// Ends broadcast `id`; returns whether it was on air here.
+    fn end_broadcast(&mut self, id: &BroadcastId, error: Option<String>) -> bool {
+        let Some(i) = self.on_air.iter().position(|o| &o.broadcast.id == id) else {
+            return false;
+        };
+        let o = self.on_air.remove(i);
+        if let Some(media) = &self.media {
+            media.stop_broadcast(id);
+        }
+        o.broadcast.end(error);
+        if o.broadcast.spec.hls {
+            // Players still fetch the end of the playlist for a while.
+            let dir = self.deps.hls_dir.join(id.as_str());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let _ = tokio::fs::remove_dir_all(dir).await;
+            });
+        }
+        tracing::info!(broadcast = %id, "broadcast ended");
+        self.announce_room();
+        true
+    }
+
+    async fn whep_offer(
+        &mut self,
+        id: &BroadcastId,
+        sdp: &str,
+    ) -> Result<(ViewerId, String), ControlError> {
+        let o = self
+            .on_air
+            .iter()
+            .find(|o| &o.broadcast.id == id)
+            .ok_or(ControlError::NotFound("broadcast"))?;
+        if !o.built {
+            return Err(ControlError::Conflict(
+                "broadcast_not_live",
+                "the broadcast has not started yet".into(),
+            ));
+        }
+        let b = o.broadcast.clone();
+        let media = self
+            .media
+            .as_ref()
+            .ok_or(ControlError::NotFound("broadcast"))?;
+        let (viewer, answer) = media.whep_viewer(id, sdp).await.map_err(|e| match e {
+            MediaError::BadSdp(m) => ControlError::BadRequest(m),
+            other => ControlError::Media(other.to_string()),
+        })?;
+        b.whep_viewers
+            .store(media.viewer_count(id), std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(broadcast = %id, %viewer, "WHEP viewer joined");
+        Ok((viewer, answer))
+    }
+
+    fn remove_viewer(&self, id: &BroadcastId, viewer: &ViewerId) -> bool {
+        let Some(media) = &self.media else {
+            return false;
+        };
+        let removed = media.remove_viewer(id, viewer);
+        if let Some(o) = self.on_air.iter().find(|o| &o.broadcast.id == id) {
+            o.broadcast
+                .whep_viewers
+                .store(media.viewer_count(id), std::sync::atomic::Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// WHIP: the publisher enters as a participant of role `ingest` (room
+    /// lock and size apply) and its offer is answered.
+    async fn ingest(
+        &mut self,
+        display_name: String,
+        sdp: &str,
+    ) -> Result<(ParticipantId, String), ControlError> {
+        admit(
+            &self.record,
+            self.participants.len(),
+            Role::Ingest,
+            0,
+            false,
+        )?;
+        // Nobody reads an ingest's signaling: what is sent to it is dropped.
+        let (out, _) = mpsc::channel(1);
+        let pid = ParticipantId::generate();
+        let connection = self.next_connection;
+        self.next_connection += 1;
+        self.enter(Entrant {
+            pid: pid.clone(),
+            display_name,
+            role: Role::Ingest,
+            device: None,
+            out,
+            ice_servers: Vec::new(),
+            connection,
+        })
+        .await?;
+        let media = self.ensure_media()?;
+        match media.publish_offer_gathered(&pid, sdp).await {
+            Ok(answer) => Ok((pid, answer)),
+            Err(e) => {
+                self.remove(&pid, "failed").await;
+                Err(match e {
+                    MediaError::BadSdp(m) => ControlError::BadRequest(m),
+                    other => ControlError::Media(other.to_string()),
+                })
+            }
         }
     }
 
@@ -1901,6 +2288,10 @@ impl Room {
             return;
         }
         self.finalize_all_recordings().await;
+        let on_air: Vec<BroadcastId> = self.on_air.iter().map(|o| o.broadcast.id.clone()).collect();
+        for id in on_air {
+            self.end_broadcast(&id, None);
+        }
         // Stored closed (and the API answering 404) before anyone is told.
         let mut record = self.record.clone();
         record.closed_at = Some(now_rfc3339());
@@ -1939,6 +2330,18 @@ fn refuse(cmd: Command) {
             let _ = reply.send(Err(ControlError::RoomClosed));
         }
         Command::StartRecording { reply, .. } | Command::StopRecording { reply, .. } => {
+            let _ = reply.send(Err(ControlError::RoomClosed));
+        }
+        Command::StartBroadcast { reply, .. } | Command::StopBroadcast { reply, .. } => {
+            let _ = reply.send(Err(ControlError::RoomClosed));
+        }
+        Command::WhepOffer { reply, .. } => {
+            let _ = reply.send(Err(ControlError::RoomClosed));
+        }
+        Command::WhepStop { reply, .. } => {
+            let _ = reply.send(false);
+        }
+        Command::Ingest { reply, .. } => {
             let _ = reply.send(Err(ControlError::RoomClosed));
         }
         Command::Close { reply, .. } => {

@@ -72,7 +72,9 @@ impl From<ControlError> for ApiError {
             ControlError::RoomClosed
             | ControlError::RoomLocked
             | ControlError::RoomFull
-            | ControlError::AlreadyRecording => StatusCode::CONFLICT,
+            | ControlError::AlreadyRecording
+            | ControlError::Conflict(..) => StatusCode::CONFLICT,
+            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ControlError::Forbidden(_) | ControlError::Banned => StatusCode::FORBIDDEN,
             ControlError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,

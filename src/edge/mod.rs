@@ -4,6 +4,7 @@
 
 pub mod errors;
 pub mod files;
+pub mod live;
 pub mod ratelimit;
 pub mod rest;
 pub mod web;
@@ -192,6 +193,7 @@ pub fn routes(
         );
     });
     rest::routes(app.clone())
+        .or(live::routes(app.clone()))
         .or(ws::route(app.clone()))
         .or(web::routes())
         .recover(errors::recover)

@@ -29,7 +29,7 @@ fn serve(path: &str) -> Result<warp::reply::Response, Rejection> {
     Ok(resp)
 }
 
-/// `/`, `/r/{id}`, `/assets/*`.
+/// `/`, `/r/{id}`, `/watch/{id}`, `/assets/*`.
 pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let home = warp::path::end()
         .and(warp::get())
@@ -37,6 +37,9 @@ pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejec
     let room = warp::path!("r" / String)
         .and(warp::get())
         .and_then(|_id: String| async { serve("room.html") });
+    let watch = warp::path!("watch" / String)
+        .and(warp::get())
+        .and_then(|_id: String| async { serve("watch.html") });
     let assets = warp::path("assets")
         .and(warp::path::tail())
         .and(warp::get())
@@ -47,5 +50,5 @@ pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejec
             }
             serve(&format!("assets/{p}"))
         });
-    home.or(room).unify().or(assets).unify()
+    home.or(room).unify().or(watch).unify().or(assets).unify()
 }

@@ -46,8 +46,17 @@ impl Continuity {
     }
 }
 
-/// Applies the gate to one packet: `false` drops it.
-fn pass(buffer: &mut gst::Buffer, paused: &AtomicBool, continuity: &Mutex<Continuity>) -> bool {
+/// Applies the gate to one packet: `false` drops it. `pt`: the payload
+/// type the subscriber negotiated, when it differs from the source's.
+fn pass(
+    buffer: &mut gst::Buffer,
+    paused: &AtomicBool,
+    continuity: &Mutex<Continuity>,
+    pt: Option<u8>,
+) -> bool {
+    if let Some(pt) = pt {
+        super::rtp::normalise_buffer(buffer, pt);
+    }
     let mut c = continuity.lock().unwrap_or_else(|p| p.into_inner());
     if paused.load(Ordering::Relaxed) {
         c.gap = true;
@@ -78,6 +87,8 @@ pub struct Forwarder {
     sink_pad: gst::Pad,
     tee_pad: Option<gst::Pad>,
     paused: Arc<AtomicBool>,
+    /// Payload type to relabel packets with (WHEP viewers choose theirs).
+    pt: Option<u8>,
     /// The subscriber-side transceiver (its `mid` maps the m-line to the track).
     pub transceiver: WebRTCRTPTransceiver,
 }
@@ -105,6 +116,35 @@ impl Forwarder {
             sink_pad,
             tee_pad: None,
             paused: Arc::new(AtomicBool::new(false)),
+            pt: None,
+            transceiver,
+        })
+    }
+
+    /// Sends on m-line `index` of a remote offer already applied to
+    /// `subscriber` (WHEP), as payload type `pt` with `caps` (the offer's).
+    pub fn prepare_on_line(
+        tee: &gst::Element,
+        subscriber: &gst::Element,
+        index: u32,
+        caps: &gst::Caps,
+        pt: u8,
+    ) -> Result<Self, MediaError> {
+        let templ = subscriber
+            .pad_template("sink_%u")
+            .ok_or_else(|| MediaError::Pipeline("webrtcbin has no sink_%u template".into()))?;
+        let sink_pad = subscriber
+            .request_pad(&templ, Some(&format!("sink_{index}")), Some(caps))
+            .ok_or_else(|| MediaError::Pipeline("webrtcbin refused a sink pad".into()))?;
+        let transceiver = sink_pad.property::<WebRTCRTPTransceiver>("transceiver");
+        transceiver.set_direction(WebRTCRTPTransceiverDirection::Sendonly);
+        transceiver.set_codec_preferences(Some(caps));
+        Ok(Self {
+            tee: tee.clone(),
+            sink_pad,
+            tee_pad: None,
+            paused: Arc::new(AtomicBool::new(false)),
+            pt: Some(pt),
             transceiver,
         })
     }
@@ -124,12 +164,13 @@ impl Forwarder {
             .request_pad_simple("src_%u")
             .ok_or_else(|| MediaError::Pipeline("tee refused a src pad".into()))?;
         let paused = self.paused.clone();
+        let pt = self.pt;
         let continuity = Arc::new(Mutex::new(Continuity::default()));
         tee_pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
             move |_, info| match &mut info.data {
                 Some(gst::PadProbeData::Buffer(buffer)) => {
-                    if pass(buffer, &paused, &continuity) {
+                    if pass(buffer, &paused, &continuity, pt) {
                         gst::PadProbeReturn::Ok
                     } else {
                         gst::PadProbeReturn::Drop
@@ -138,7 +179,7 @@ impl Forwarder {
                 Some(gst::PadProbeData::BufferList(list)) => {
                     let list = list.make_mut();
                     list.foreach_mut(|mut b, _| {
-                        if pass(&mut b, &paused, &continuity) {
+                        if pass(&mut b, &paused, &continuity, pt) {
                             std::ops::ControlFlow::Continue(Some(b))
                         } else {
                             std::ops::ControlFlow::Continue(None)

@@ -77,7 +77,9 @@ pub struct Mixer {
     /// Encoded AAC (parsed).
     pub audio_aac: gst::Element,
     /// The raw composite picture (I420).
-    raw: gst::Element,
+    pub raw: gst::Element,
+    /// The raw mix (S16LE, 48 kHz, stereo).
+    pub pcm: gst::Element,
     elements: Vec<gst::Element>,
     inputs: Vec<Input>,
     focus: Option<ParticipantId>,
@@ -216,6 +218,11 @@ pub struct MixInput<'a> {
 }
 
 impl Mixer {
+    /// Output picture and encoding.
+    pub fn config(&self) -> MixerConfig {
+        self.config
+    }
+
     /// Builds the composite into `pipeline` (playing) with the encoders of `codecs`.
     pub fn new(
         pipeline: &gst::Pipeline,
@@ -304,6 +311,8 @@ impl Mixer {
         let aparse = make("aacparse", None)?;
         let audio_aac = make("tee", None)?;
         audio_aac.set_property("allow-not-linked", true);
+        let pcm = make("tee", None)?;
+        pcm.set_property("allow-not-linked", true);
         add_chain(
             pipeline,
             &[
@@ -311,6 +320,7 @@ impl Mixer {
                 silence_caps.clone(),
                 audiomixer.clone(),
                 mix_caps.clone(),
+                pcm.clone(),
                 aq.clone(),
                 aconv.clone(),
                 aenc.clone(),
@@ -333,6 +343,7 @@ impl Mixer {
             silence_caps,
             audiomixer.clone(),
             mix_caps,
+            pcm.clone(),
             aq,
             aconv,
             aenc,
@@ -349,6 +360,7 @@ impl Mixer {
             video,
             audio_aac,
             raw,
+            pcm,
             elements,
             inputs: Vec::new(),
             focus: None,

@@ -7,6 +7,7 @@
 //! subscriber without decoding.
 
 pub mod audio_level;
+pub mod broadcast;
 pub mod codecs;
 pub mod forwarder;
 pub mod ice;
@@ -15,10 +16,14 @@ pub mod mixer;
 pub mod peer;
 pub mod recorder;
 pub mod room;
+pub mod rtmp;
 pub mod rtp;
 pub mod sdp;
+pub mod whep;
 
-pub use room::{MediaEvent, PeerState, RoomMedia, SubscribeOffer, TrackKind};
+pub use room::{
+    BroadcastInput, BuiltBroadcast, MediaEvent, PeerState, RoomMedia, SubscribeOffer, TrackKind,
+};
 
 /// A media-plane failure.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -8,6 +8,7 @@
 //! round trip through the task.
 
 use super::audio_level::{self, LevelMeter};
+use super::broadcast::{BroadcastMedia, Outputs, Source};
 use super::codecs::Selection;
 use super::forwarder::Forwarder;
 use super::mixer::{MixInput, Mixer, MixerConfig, mcu_format};
@@ -15,7 +16,7 @@ use super::recorder::{BranchDone, RecordingBranch};
 use super::rtp::{ForwardFormat, forward_format, normalise_buffer};
 use super::{MediaError, ice, make, peer, sdp};
 use crate::config::IceSettings;
-use crate::ids::RecordingId;
+use crate::ids::{BroadcastId, RecordingId, ViewerId};
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::model::RecordingFormat;
 use crate::signaling::PcKind;
@@ -89,6 +90,18 @@ pub enum MediaEvent {
         /// What happened.
         message: String,
     },
+    /// A broadcast's first frames went out.
+    BroadcastLive {
+        /// Which.
+        broadcast: BroadcastId,
+    },
+    /// A WHEP viewer's connection failed or closed.
+    ViewerGone {
+        /// Broadcast.
+        broadcast: BroadcastId,
+        /// Viewer.
+        viewer: ViewerId,
+    },
     /// An element of a participant's branch failed.
     PeerError {
         /// Whose branch.
@@ -143,6 +156,46 @@ struct State {
     /// MCU outputs of the mixer, forwarded like tracks: the composite video
     /// (owner `None`) and each MCU participant's mix-minus audio.
     mcu: HashMap<TrackId, McuTrack>,
+    /// Live broadcasts and their WHEP viewers.
+    broadcasts: HashMap<BroadcastId, LiveBroadcast>,
+}
+
+/// A broadcast's outputs and the viewers fed from them.
+struct LiveBroadcast {
+    media: BroadcastMedia,
+    /// Reads the composite (keeps the mixer alive).
+    composite: bool,
+    viewers: HashMap<ViewerId, WhepViewer>,
+}
+
+/// One WHEP viewer: a webrtcbin fed from the broadcast's RTP tees.
+struct WhepViewer {
+    bin: gst::Element,
+    forwarders: Vec<Forwarder>,
+}
+
+/// Where a broadcast takes its media from, in media-plane terms.
+#[derive(Debug, Clone)]
+pub enum BroadcastInput {
+    /// The composite.
+    Composite,
+    /// A participant's published tracks.
+    Participant(ParticipantId),
+}
+
+/// What a started broadcast runs.
+#[derive(Debug, Clone)]
+pub struct BuiltBroadcast {
+    /// Encoders it added (element names).
+    pub encoders: Vec<String>,
+    /// Video re-encoded.
+    pub transcode_video: bool,
+    /// Audio re-encoded.
+    pub transcode_audio: bool,
+    /// Rendition names, largest first.
+    pub renditions: Vec<String>,
+    /// Feed for RTMP targets.
+    pub rtmp: Option<Arc<super::rtmp::RtmpFeed>>,
 }
 
 /// An output of the mixer that MCU participants receive.
@@ -760,7 +813,8 @@ impl RoomMedia {
         let elements = {
             let mut state = self.inner.lock();
             let used = state.branches.iter().any(|b| b.composite)
-                || state.mixer.as_ref().is_some_and(|m| m.has_mcu());
+                || state.mixer.as_ref().is_some_and(|m| m.has_mcu())
+                || state.broadcasts.values().any(|b| b.composite);
             if used {
                 return;
             }
@@ -804,6 +858,271 @@ impl RoomMedia {
     /// Number of participants with media sessions.
     pub fn participant_count(&self) -> usize {
         self.inner.lock().peers.len()
+    }
+
+    /// Starts broadcast `id`: its encoders and outputs hang off the
+    /// composite (the mixer starts with it) or off a participant's tracks.
+    /// `Err(NoPeer)` when that participant has no video yet.
+    pub fn start_broadcast(
+        &self,
+        id: &BroadcastId,
+        input: &BroadcastInput,
+        outputs: &Outputs,
+    ) -> Result<BuiltBroadcast, MediaError> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        let (source, composite) = match input {
+            BroadcastInput::Composite => {
+                inner.ensure_mixer(&mut state)?;
+                let Some(m) = &state.mixer else {
+                    return Err(MediaError::Pipeline("no mixer".into()));
+                };
+                let c = m.config();
+                (
+                    Source::Composite {
+                        encoded: m.video.clone(),
+                        raw: m.raw.clone(),
+                        aac: m.audio_aac.clone(),
+                        pcm: m.pcm.clone(),
+                        width: c.width,
+                        height: c.height,
+                        video_kbps: c.video_kbps,
+                    },
+                    true,
+                )
+            }
+            BroadcastInput::Participant(pid) => {
+                let of = |kind: TrackKind| {
+                    state
+                        .tracks
+                        .values()
+                        .filter(|t| &t.owner == pid && t.format.kind == kind)
+                        .max_by_key(|t| t.seq)
+                        .map(|t| (t.tee.clone(), t.format.codec.clone()))
+                };
+                let Some(video) = of(TrackKind::Video) else {
+                    return Err(MediaError::NoPeer);
+                };
+                let audio = of(TrackKind::Audio).map(|(tee, _)| tee);
+                (
+                    Source::Tracks {
+                        video: Some(video),
+                        audio,
+                    },
+                    false,
+                )
+            }
+        };
+        let media = BroadcastMedia::new(&inner.pipeline, id, source, outputs, &inner.codecs)?;
+        // "live" once the first frame leaves the first rendition.
+        if let Some(pad) = media
+            .renditions
+            .first()
+            .and_then(|r| r.tee.static_pad("sink"))
+        {
+            let events = inner.events.clone();
+            let broadcast = id.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                let _ = events.send(MediaEvent::BroadcastLive {
+                    broadcast: broadcast.clone(),
+                });
+                gst::PadProbeReturn::Remove
+            });
+            // Start at a keyframe.
+            pad.push_event(
+                gst_video::UpstreamForceKeyUnitEvent::builder()
+                    .all_headers(true)
+                    .build(),
+            );
+        }
+        let built = BuiltBroadcast {
+            encoders: media.encoders.clone(),
+            transcode_video: media.transcode_video,
+            transcode_audio: media.transcode_audio,
+            renditions: media.renditions.iter().map(|r| r.name.clone()).collect(),
+            rtmp: media.rtmp.clone(),
+        };
+        state.broadcasts.insert(
+            id.clone(),
+            LiveBroadcast {
+                media,
+                composite,
+                viewers: HashMap::new(),
+            },
+        );
+        let tracks: Vec<TrackId> = state.tracks.keys().cloned().collect();
+        drop(state);
+        if composite {
+            for t in tracks {
+                self.request_keyframe(&t);
+            }
+        }
+        Ok(built)
+    }
+
+    /// Stops broadcast `id`: viewers are disconnected, HLS playlists end,
+    /// RTMP targets stop. Returns whether it was running.
+    pub fn stop_broadcast(&self, id: &BroadcastId) -> bool {
+        let Some(b) = self.inner.lock().broadcasts.remove(id) else {
+            return false;
+        };
+        let mut teardown = Vec::new();
+        for (_, mut v) in b.viewers {
+            for f in v.forwarders.iter_mut() {
+                f.detach();
+            }
+            teardown.push(v.bin);
+        }
+        self.inner.remove_elements_later(teardown);
+        // hlssink2 writes the end of its playlists on EOS: give it a moment.
+        let elements = b.media.into_elements();
+        let pipeline = self.inner.pipeline.clone();
+        let spawned = std::thread::Builder::new()
+            .name("broadcast-teardown".into())
+            .spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                for e in &elements {
+                    let _ = e.set_state(gst::State::Null);
+                    let _ = pipeline.remove(e);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(room = %self.inner.room, "cannot start a teardown thread: {e}");
+        }
+        if b.composite {
+            self.release_mixer_if_unused();
+        }
+        true
+    }
+
+    /// Answers a WHEP viewer's offer: a new webrtcbin, sending the
+    /// broadcast's H.264 (and Opus) with the viewer's payload types. The
+    /// answer carries every candidate (no trickle).
+    pub async fn whep_viewer(
+        &self,
+        broadcast: &BroadcastId,
+        offer: &str,
+    ) -> Result<(ViewerId, String), MediaError> {
+        let inner = &self.inner;
+        let (video, audio) = {
+            let state = inner.lock();
+            let b = state
+                .broadcasts
+                .get(broadcast)
+                .ok_or_else(|| MediaError::Pipeline("the broadcast is not running".into()))?;
+            (b.media.whep_video.clone(), b.media.whep_audio.clone())
+        };
+        let video =
+            video.ok_or_else(|| MediaError::Pipeline("the broadcast has no WHEP output".into()))?;
+        let desc = peer::parse_description(WebRTCSDPType::Offer, offer)?;
+        let lines = super::whep::choose_lines(desc.sdp())?;
+        let viewer = ViewerId::generate();
+        let bin = inner.webrtcbin(&format!("whep_{viewer}"))?;
+        {
+            let events = inner.events.clone();
+            let (broadcast, viewer) = (broadcast.clone(), viewer.clone());
+            bin.connect_notify(Some("connection-state"), move |bin, _| {
+                if matches!(
+                    bin.property::<WebRTCPeerConnectionState>("connection-state"),
+                    WebRTCPeerConnectionState::Failed | WebRTCPeerConnectionState::Closed
+                ) {
+                    let _ = events.send(MediaEvent::ViewerGone {
+                        broadcast: broadcast.clone(),
+                        viewer: viewer.clone(),
+                    });
+                }
+            });
+        }
+        let result = async {
+            peer::set_remote(&bin, &desc).await?;
+            let mut forwarders = Vec::new();
+            for line in &lines {
+                let tee = match line.kind {
+                    TrackKind::Video => &video,
+                    TrackKind::Audio => match &audio {
+                        Some(a) => a,
+                        None => continue,
+                    },
+                };
+                forwarders.push(Forwarder::prepare_on_line(
+                    tee, &bin, line.index, &line.caps, line.pt,
+                )?);
+            }
+            peer::create_and_set_local(&bin, "answer").await?;
+            for f in forwarders.iter_mut() {
+                f.connect()?;
+            }
+            let sdp = super::whep::gathered_local_sdp(&bin, inner.ice.public_ip).await?;
+            Ok::<_, MediaError>((forwarders, sdp))
+        }
+        .await;
+        let (forwarders, sdp) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                inner.remove_elements_later(vec![bin]);
+                return Err(e);
+            }
+        };
+        // The viewer starts at a keyframe.
+        if let Some(pad) = video.static_pad("sink") {
+            pad.push_event(gst_video::UpstreamForceKeyUnitEvent::builder().build());
+        }
+        let mut state = inner.lock();
+        match state.broadcasts.get_mut(broadcast) {
+            Some(b) => {
+                b.viewers
+                    .insert(viewer.clone(), WhepViewer { bin, forwarders });
+                Ok((viewer, sdp))
+            }
+            None => {
+                drop(state);
+                let mut forwarders = forwarders;
+                for f in forwarders.iter_mut() {
+                    f.detach();
+                }
+                inner.remove_elements_later(vec![bin]);
+                Err(MediaError::Pipeline("the broadcast ended".into()))
+            }
+        }
+    }
+
+    /// Disconnects a WHEP viewer; returns whether it was there.
+    pub fn remove_viewer(&self, broadcast: &BroadcastId, viewer: &ViewerId) -> bool {
+        let v = self
+            .inner
+            .lock()
+            .broadcasts
+            .get_mut(broadcast)
+            .and_then(|b| b.viewers.remove(viewer));
+        let Some(mut v) = v else { return false };
+        for f in v.forwarders.iter_mut() {
+            f.detach();
+        }
+        self.inner.remove_elements_later(vec![v.bin]);
+        true
+    }
+
+    /// WHEP viewers of `broadcast` now.
+    pub fn viewer_count(&self, broadcast: &BroadcastId) -> usize {
+        self.inner
+            .lock()
+            .broadcasts
+            .get(broadcast)
+            .map_or(0, |b| b.viewers.len())
+    }
+
+    /// WHIP: answers a publisher's offer and returns the answer with every
+    /// candidate of ours in it (WHIP clients do not trickle).
+    pub async fn publish_offer_gathered(
+        &self,
+        pid: &ParticipantId,
+        offer: &str,
+    ) -> Result<String, MediaError> {
+        self.publish_offer(pid, offer).await?;
+        let bin = self
+            .existing_bin(pid, PcKind::Publish)?
+            .ok_or(MediaError::NoPeer)?;
+        super::whep::gathered_local_sdp(&bin, self.inner.ice.public_ip).await
     }
 
     /// Writes the pipeline graph to `$GST_DEBUG_DUMP_DOT_DIR` (when set).
@@ -854,12 +1173,9 @@ impl Inner {
         Ok(())
     }
 
-    fn new_webrtcbin(
-        self: &Arc<Self>,
-        pid: &ParticipantId,
-        pc: PcKind,
-    ) -> Result<gst::Element, MediaError> {
-        let bin = make("webrtcbin", Some(&format!("{}_{pid}", pc_name(pc))))?;
+    /// A webrtcbin named `name`, configured for this server, in the pipeline.
+    fn webrtcbin(&self, name: &str) -> Result<gst::Element, MediaError> {
+        let bin = make("webrtcbin", Some(name))?;
         ice::configure(&bin, &self.ice);
         // Forwarding adds no playout delay; a short jitter buffer on the
         // publish side still reorders and asks for retransmissions.
@@ -877,6 +1193,20 @@ impl Inner {
             }
             None
         });
+        self.pipeline
+            .add(&bin)
+            .map_err(|e| MediaError::Pipeline(format!("add webrtcbin: {e}")))?;
+        bin.sync_state_with_parent()
+            .map_err(|e| MediaError::Pipeline(format!("start webrtcbin: {e}")))?;
+        Ok(bin)
+    }
+
+    fn new_webrtcbin(
+        self: &Arc<Self>,
+        pid: &ParticipantId,
+        pc: PcKind,
+    ) -> Result<gst::Element, MediaError> {
+        let bin = self.webrtcbin(&format!("{}_{pid}", pc_name(pc)))?;
         let events = self.events.clone();
         let owner = pid.clone();
         let public_ip: Option<IpAddr> = self.ice.public_ip;
@@ -906,11 +1236,6 @@ impl Inner {
                 state,
             });
         });
-        self.pipeline
-            .add(&bin)
-            .map_err(|e| MediaError::Pipeline(format!("add webrtcbin: {e}")))?;
-        bin.sync_state_with_parent()
-            .map_err(|e| MediaError::Pipeline(format!("start webrtcbin: {e}")))?;
         Ok(bin)
     }
 

@@ -74,6 +74,20 @@ pub struct RoomSummary {
     /// of the others' audio, described as participant [`COMPOSITE_PARTICIPANT`]).
     #[serde(default)]
     pub mode: crate::model::RoomMode,
+    /// The room's live broadcast (everyone is told: people know they are on air).
+    #[serde(default)]
+    pub broadcast: Option<BroadcastSummary>,
+}
+
+/// A room's broadcast, as participants are told about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastSummary {
+    /// Broadcast id.
+    pub id: crate::ids::BroadcastId,
+    /// `starting` or `live`.
+    pub state: String,
+    /// The viewer page (with the viewer token for private rooms).
+    pub watch_url: String,
 }
 
 /// The participant id that subscribe offers give the composite's tracks in
@@ -207,6 +221,14 @@ pub enum ClientMessage {
     },
     /// Host: stop the room's recording.
     StopRecording,
+    /// Host: go live (the composite to HLS and WHEP viewers).
+    StartBroadcast {
+        /// ABR renditions (`720p`, `360p`, …); none: the composite as it is.
+        #[serde(default)]
+        renditions: Option<Vec<String>>,
+    },
+    /// Host: end the room's broadcast.
+    StopBroadcast,
     /// Host: let someone in from the lobby.
     Admit {
         /// Whom.
@@ -238,6 +260,8 @@ impl ClientMessage {
                 | ClientMessage::Deny { .. }
                 | ClientMessage::StartRecording { .. }
                 | ClientMessage::StopRecording
+                | ClientMessage::StartBroadcast { .. }
+                | ClientMessage::StopBroadcast
         )
     }
 }

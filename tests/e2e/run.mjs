@@ -379,7 +379,97 @@ async function mcuRoom(server, browser) {
   for (const p of [ann, bob]) await p.context().close();
 }
 
-const TESTS = { twoBrowsersSeeAndHearEachOther, hostControls, lobby, listedRooms, recordFromTheBrowser, mcuRoom };
+// What the watch page plays: its mode and state, WHEP frames from getStats(),
+// and what the <video> element has shown (for HLS).
+async function watchStats(page) {
+  return page.evaluate(async () => {
+    const text = (id) => document.querySelector(`[data-testid=${id}]`).textContent;
+    const video = document.querySelector('[data-testid=player]');
+    const out = {
+      mode: text('playback-mode'),
+      state: text('broadcast-state'),
+      viewers: Number(text('viewer-count')),
+      framesDecoded: 0,
+      currentTime: video.currentTime,
+      totalVideoFrames: video.getVideoPlaybackQuality().totalVideoFrames,
+      hlsJs: !!window.roomcast.hls,
+    };
+    const pc = window.roomcast.pc;
+    if (pc) {
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') out.framesDecoded += s.framesDecoded || 0;
+      });
+    }
+    return out;
+  });
+}
+
+// Waits until `ok` holds for the watch page; a timeout tells what it showed last.
+async function watchUntil(page, what, ms, ok) {
+  let last;
+  try {
+    return await waitFor(what, ms, async () => {
+      last = await watchStats(page);
+      return ok(last) ? last : null;
+    }, 250);
+  } catch (e) {
+    throw new Error(`${e.message}; watch page: ${JSON.stringify(last)}`);
+  }
+}
+
+// The host goes live from its page: everyone sees LIVE, a viewer plays it
+// over WHEP and is counted, another over HLS (with hls.js: the page prefers it
+// wherever there is MSE); ending it ends the watch pages within 10 s.
+async function watchBroadcast(server, browser) {
+  const { body: room } = await server.api('POST', '/api/v1/rooms', { name: 'Show', visibility: 'listed' });
+  const hank = await openPage(browser, room.host_url, 'hank');
+  const gina = await openPage(browser, room.invite_url, 'gina');
+  await joinAs(hank, 'Hank');
+  const ginaId = await joinAs(gina, 'Gina');
+  await waitFor('Gina tile at the host', 10000, async () => (await tileIds(hank)).includes(ginaId));
+  assert(await gina.getByTestId('broadcast').isHidden(), 'guests have no broadcast button');
+  const button = hank.getByTestId('broadcast');
+  await button.click();
+  await waitFor('broadcast pressed', 5000, async () => (await button.getAttribute('aria-pressed')) === 'true');
+  for (const p of [hank, gina]) {
+    await waitFor('the live indicator', 10000, async () => p.getByTestId('live-indicator').isVisible());
+  }
+  const link = hank.getByTestId('watch-link');
+  const watchUrl = await waitFor('the watch link', 10000, async () => (await link.isVisible()) && link.getAttribute('href'));
+  assert(/\/watch\/b_/.test(watchUrl), `watch link ${watchUrl}`);
+  await screenshot(hank, 'broadcasting');
+
+  const viewer = await openPage(browser, watchUrl, 'viewer');
+  const whep = await watchUntil(viewer, 'WHEP playback decoding video', 30000,
+    (s) => s.mode === 'whep' && s.framesDecoded > 30);
+  log(`WHEP viewer: ${whep.framesDecoded} frames decoded, state ${whep.state}`);
+  await watchUntil(viewer, 'the viewer to be counted', 10000, (s) => s.viewers >= 1);
+  await screenshot(viewer, 'watch-whep');
+
+  const hlsUrl = new URL(watchUrl);
+  hlsUrl.searchParams.set('mode', 'hls');
+  const hlsViewer = await openPage(browser, hlsUrl.href, 'hls-viewer');
+  const hls = await watchUntil(hlsViewer, 'HLS playback', 45000,
+    (s) => s.mode === 'hls' && s.hlsJs && (s.currentTime > 2 || s.totalVideoFrames > 30));
+  log(`HLS viewer: ${hls.currentTime.toFixed(1)} s played, ${hls.totalVideoFrames} frames`);
+  await screenshot(hlsViewer, 'watch-hls');
+
+  const stopped = Date.now();
+  await button.click();
+  await Promise.all([
+    (async () => {
+      await waitFor('broadcast released', 5000, async () => (await button.getAttribute('aria-pressed')) === 'false');
+      await waitFor('the live indicator gone', 5000, async () => gina.getByTestId('live-indicator').isHidden());
+    })(),
+    ...[[viewer, 'WHEP'], [hlsViewer, 'HLS']].map(([page, name]) => watchUntil(page,
+      `the ${name} watch page to show ended within 10 s`, 10000, (s) => s.state === 'ended')),
+  ]);
+  log(`watch pages ended ${Date.now() - stopped} ms after the host stopped`);
+  assert(await viewer.getByText('The broadcast has ended').isVisible(), 'the watch page says the broadcast ended');
+  for (const p of [hank, gina, viewer, hlsViewer]) await p.context().close();
+}
+
+const TESTS = { twoBrowsersSeeAndHearEachOther, hostControls, lobby, listedRooms, recordFromTheBrowser, mcuRoom, watchBroadcast };
 
 async function main() {
   const server = new Server();

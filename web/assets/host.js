@@ -1,4 +1,4 @@
-// Host controls: invite link, lock, record, new invite link, end for all, the lobby.
+// Host controls: invite link, lock, record, broadcast, new invite link, end for all, the lobby.
 // Everything goes over the same signaling socket as the call itself.
 
 const $ = (id) => document.getElementById(id);
@@ -9,6 +9,7 @@ export class HostControls {
     this.inviteUrl = '';
     this.locked = false;
     this.recording = false;
+    this.broadcast = null;
     this.lobby = [];
     $('invite-button').onclick = () => this.toggle('invite-popover');
     $('lobby-button').onclick = () => this.toggle('lobby-panel');
@@ -28,6 +29,16 @@ export class HostControls {
       this.send(this.recording ? { type: 'stop_recording' } : { type: 'start_recording', kind: 'composite', format: 'mp4' });
       // Re-enabled by the room_updated that follows (or after a moment if refused).
       setTimeout(() => { $('record').disabled = false; }, 3000);
+    };
+    $('broadcast').onclick = () => {
+      $('broadcast').disabled = true;
+      this.send({ type: this.broadcast ? 'stop_broadcast' : 'start_broadcast' });
+      setTimeout(() => { $('broadcast').disabled = false; }, 3000);
+    };
+    $('watch-copy').onclick = () => {
+      navigator.clipboard?.writeText($('watch-link').href).catch(() => {});
+      $('watch-copy').textContent = 'Copied';
+      setTimeout(() => { $('watch-copy').textContent = 'Copy'; }, 1500);
     };
     $('close-room').onclick = () => this.send({ type: 'close_room' });
   }
@@ -59,6 +70,14 @@ export class HostControls {
     rec.setAttribute('aria-pressed', String(this.recording));
     $('record-label').textContent = this.recording ? 'Stop recording' : 'Record';
     rec.title = this.recording ? 'Stop and save the recording' : 'Record the call (grid of everyone plus the mixed sound)';
+    this.broadcast = room.broadcast || null;
+    const live = $('broadcast');
+    live.disabled = false;
+    live.setAttribute('aria-pressed', String(!!this.broadcast));
+    live.textContent = this.broadcast ? 'End broadcast' : 'Go live';
+    live.title = this.broadcast ? 'Stop the live stream' : 'Stream the call live: anyone with the watch link can follow it';
+    $('watch-row').hidden = !this.broadcast?.watch_url;
+    if (this.broadcast?.watch_url) $('watch-link').href = this.broadcast.watch_url;
     $('lobby-button').hidden = !room.lobby && this.lobby.length === 0;
     if (inviteUrl) {
       this.inviteUrl = inviteUrl;

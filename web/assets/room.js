@@ -71,6 +71,16 @@ function showRecording(room) {
   wasRecording = on;
 }
 
+// Likewise when it is streamed live (the chip is dimmed until it is on air).
+let wasLive = false;
+function showBroadcast(room) {
+  const on = !!room.broadcast;
+  $('live-chip').hidden = !on;
+  $('live-chip').dataset.state = room.broadcast?.state || '';
+  if (on !== wasLive) toast(on ? 'The call is being streamed live' : 'The live stream ended');
+  wasLive = on;
+}
+
 function setState(value, detail = '') {
   const chip = $('room-state');
   chip.textContent = value;
@@ -218,6 +228,7 @@ function onMessage(msg) {
       tiles.setHost(msg.role === 'host');
       host.setRoom(msg.room, msg.invite_url);
       showRecording(msg.room);
+      showBroadcast(msg.room);
       if (msg.role === 'host') host.setLobby(msg.lobby || []);
       $('self-video').srcObject = state.local;
       tiles.lastVisible = null;
@@ -265,6 +276,7 @@ function onMessage(msg) {
       $('room-title').textContent = msg.room.name;
       if (state.role === 'host') host.setRoom(msg.room, msg.invite_url);
       showRecording(msg.room);
+      showBroadcast(msg.room);
       break;
     case 'lobby_updated':
       if (state.role === 'host') host.setLobby(msg.lobby);

@@ -1,0 +1,399 @@
+//! Live broadcast routes: the broadcast API, HLS files (CDN-friendly
+//! headers), WHEP viewers and WHIP ingest (draft-ietf-wish-whep / -whip).
+
+use super::errors::ApiError;
+use super::{App, admin, with_app};
+use crate::control::Actor;
+use crate::control::broadcast::StartBroadcast;
+use crate::ids::{BroadcastId, ParticipantId, RoomId, ViewerId};
+use serde_json::json;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use warp::http::{HeaderValue, Response, StatusCode, header};
+use warp::{Filter, Rejection, Reply};
+
+type Resp = Result<warp::reply::Response, Rejection>;
+type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
+/// Largest SDP offer accepted (browsers send 3–10 KiB).
+const MAX_SDP_BYTES: u64 = 64 * 1024;
+
+fn broadcast_id(s: &str) -> Result<BroadcastId, Rejection> {
+    BroadcastId::parse(s).ok_or_else(|| warp::reject::custom(ApiError::not_found("broadcast")))
+}
+
+fn room_id(s: &str) -> Result<RoomId, Rejection> {
+    RoomId::parse(s).ok_or_else(|| warp::reject::custom(ApiError::not_found("room")))
+}
+
+fn json_status<T: serde::Serialize>(body: &T, status: StatusCode) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+fn bearer(h: Option<String>) -> Option<String> {
+    h.and_then(|h| h.strip_prefix("Bearer ").map(|t| t.trim().to_owned()))
+}
+
+/// CORS for players and WHIP/WHEP clients on other origins.
+fn cors(resp: &mut warp::reply::Response) {
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, Content-Length, Content-Range"),
+    );
+}
+
+/// 204 for a CORS preflight of a WHIP/WHEP endpoint.
+fn preflight() -> warp::reply::Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    cors(&mut resp);
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    resp
+}
+
+/// An SDP body: 415 for another content type, 400 when it is not text.
+fn sdp_body() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(MAX_SDP_BYTES)
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::bytes())
+        .and_then(|ct: Option<String>, body: bytes::Bytes| async move {
+            let mime = ct.as_deref().unwrap_or("").split(';').next().unwrap_or("");
+            if !mime.trim().eq_ignore_ascii_case("application/sdp") {
+                return Err(warp::reject::custom(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "expected Content-Type: application/sdp",
+                )));
+            }
+            let text = String::from_utf8(body.to_vec())
+                .map_err(|_| warp::reject::custom(ApiError::bad_request("SDP is not UTF-8")))?;
+            if !text.starts_with("v=0") {
+                return Err(warp::reject::custom(ApiError::bad_request(
+                    "not an SDP offer",
+                )));
+            }
+            Ok(text)
+        })
+}
+
+/// 201 with the SDP answer and the resource's `Location`.
+fn created_sdp(location: String, answer: String) -> warp::reply::Response {
+    let mut resp = Response::new(warp::hyper::Body::from(answer));
+    *resp.status_mut() = StatusCode::CREATED;
+    cors(&mut resp);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn ok_cors() -> warp::reply::Response {
+    let mut resp = StatusCode::OK.into_response();
+    cors(&mut resp);
+    resp
+}
+
+/// The broadcast API, HLS, WHEP and WHIP.
+pub fn routes(app: Arc<App>) -> Route {
+    let start = warp::path!("api" / "v1" / "rooms" / String / "broadcasts")
+        .and(warp::post())
+        .and(admin(app.clone()))
+        .and(super::optional_json_body::<StartBroadcast>())
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String, body: StartBroadcast, app: Arc<App>| async move {
+                let b = app
+                    .control
+                    .start_broadcast(&room_id(&id)?, body, Actor::Admin)
+                    .await?;
+                Resp::Ok(json_status(&b, StatusCode::CREATED))
+            },
+        );
+
+    let list = warp::path!("api" / "v1" / "broadcasts")
+        .and(warp::get())
+        .and(admin(app.clone()))
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(with_app(app.clone()))
+        .and_then(
+            |q: std::collections::HashMap<String, String>, app: Arc<App>| async move {
+                let room = match q.get("room_id") {
+                    Some(r) => Some(room_id(r)?),
+                    None => None,
+                };
+                let list = app.control.broadcasts(room.as_ref());
+                Resp::Ok(json_status(&json!({"broadcasts": list}), StatusCode::OK))
+            },
+        );
+
+    let get = warp::path!("api" / "v1" / "broadcasts" / String)
+        .and(warp::get())
+        .and(admin(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            let b = app.control.broadcast(&broadcast_id(&id)?)?;
+            Resp::Ok(json_status(&b, StatusCode::OK))
+        });
+
+    let stop = warp::path!("api" / "v1" / "broadcasts" / String)
+        .and(warp::delete())
+        .and(admin(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            app.control.stop_broadcast(&broadcast_id(&id)?).await?;
+            Resp::Ok(StatusCode::NO_CONTENT.into_response())
+        });
+
+    let public = warp::path!("api" / "v1" / "public" / "broadcasts" / String)
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            let b = app.control.public_broadcast(&broadcast_id(&id)?)?;
+            let mut resp = json_status(&b, StatusCode::OK);
+            cors(&mut resp);
+            Resp::Ok(resp)
+        });
+
+    let ingest = warp::path!("api" / "v1" / "rooms" / String / "ingests")
+        .and(warp::post())
+        .and(admin(app.clone()))
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            let body = app.control.create_ingest(&room_id(&id)?)?;
+            Resp::Ok(json_status(&body, StatusCode::CREATED))
+        });
+
+    let hls_master = warp::path!("hls" / String / "index.m3u8")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(|id: String, app: Arc<App>| async move {
+            let id = broadcast_id(&id)?;
+            let path = app.control.hls_dir().join(id.as_str()).join("index.m3u8");
+            hls_file(&path, HlsKind::Master).await
+        });
+
+    let hls_file_route = warp::path!("hls" / String / String / String)
+        .and(warp::get())
+        .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("user-agent"))
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String,
+             rendition: String,
+             file: String,
+             addr: Option<SocketAddr>,
+             agent: Option<String>,
+             app: Arc<App>| async move {
+                let id = broadcast_id(&id)?;
+                let known = rendition == "source"
+                    || crate::media::broadcast::rendition(&rendition).is_some();
+                let kind = if file == "index.m3u8" {
+                    HlsKind::Playlist
+                } else if is_segment_name(&file) {
+                    HlsKind::Segment
+                } else {
+                    return Err(warp::reject::custom(ApiError::not_found("file")));
+                };
+                if !known {
+                    return Err(warp::reject::custom(ApiError::not_found("rendition")));
+                }
+                if kind == HlsKind::Playlist {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    addr.map(|a| a.ip()).hash(&mut h);
+                    agent.hash(&mut h);
+                    app.control.hls_seen(&id, h.finish());
+                }
+                let path = app
+                    .control
+                    .hls_dir()
+                    .join(id.as_str())
+                    .join(&rendition)
+                    .join(&file);
+                hls_file(&path, kind).await
+            },
+        );
+
+    let whep_options = warp::path!("whep" / String)
+        .and(warp::options())
+        .map(|_id: String| preflight());
+    let whep_resource_options = warp::path!("whep" / String / String)
+        .and(warp::options())
+        .map(|_id: String, _v: String| preflight());
+
+    let whep = warp::path!("whep" / String)
+        .and(warp::post())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(sdp_body())
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String, auth: Option<String>, sdp: String, app: Arc<App>| async move {
+                let bid = broadcast_id(&id)?;
+                let (viewer, answer) = app
+                    .control
+                    .whep_offer(&bid, bearer(auth).as_deref(), sdp)
+                    .await?;
+                Resp::Ok(created_sdp(format!("/whep/{bid}/{viewer}"), answer))
+            },
+        );
+
+    let whep_delete = warp::path!("whep" / String / String)
+        .and(warp::delete())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String, viewer: String, auth: Option<String>, app: Arc<App>| async move {
+                let bid = broadcast_id(&id)?;
+                let viewer = ViewerId::parse(&viewer)
+                    .ok_or_else(|| warp::reject::custom(ApiError::not_found("viewer")))?;
+                app.control
+                    .whep_delete(&bid, &viewer, bearer(auth).as_deref())
+                    .await?;
+                Resp::Ok(ok_cors())
+            },
+        );
+
+    // Trickle ICE and ICE restarts are not supported (the answer carries
+    // every candidate): 405, as the drafts say.
+    let not_supported = warp::path!(String / String / String)
+        .and(warp::patch())
+        .and_then(|kind: String, _a: String, _b: String| async move {
+            if kind != "whep" && kind != "whip" {
+                return Err(warp::reject::not_found());
+            }
+            let mut resp = super::errors::reply(&ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "trickle ICE is not supported: the answer carries every candidate",
+            ));
+            cors(&mut resp);
+            Resp::Ok(resp)
+        });
+
+    let whip_options = warp::path!("whip" / String)
+        .and(warp::options())
+        .map(|_id: String| preflight());
+    let whip_resource_options = warp::path!("whip" / String / String)
+        .and(warp::options())
+        .map(|_id: String, _p: String| preflight());
+
+    let whip = warp::path!("whip" / String)
+        .and(warp::post())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(sdp_body())
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String, auth: Option<String>, sdp: String, app: Arc<App>| async move {
+                let room = room_id(&id)?;
+                let (pid, answer) = app
+                    .control
+                    .whip_offer(&room, bearer(auth).as_deref(), sdp)
+                    .await?;
+                Resp::Ok(created_sdp(format!("/whip/{room}/{pid}"), answer))
+            },
+        );
+
+    let whip_delete = warp::path!("whip" / String / String)
+        .and(warp::delete())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String, pid: String, auth: Option<String>, app: Arc<App>| async move {
+                let room = room_id(&id)?;
+                let pid = ParticipantId::parse(&pid)
+                    .ok_or_else(|| warp::reject::custom(ApiError::not_found("ingest")))?;
+                app.control
+                    .whip_delete(&room, &pid, bearer(auth).as_deref())
+                    .await?;
+                Resp::Ok(ok_cors())
+            },
+        );
+
+    let routes: Vec<Route> = vec![
+        list.boxed(),
+        get.boxed(),
+        stop.boxed(),
+        public.boxed(),
+        ingest.boxed(),
+        hls_master.boxed(),
+        hls_file_route.boxed(),
+        whep_options.boxed(),
+        whep_resource_options.boxed(),
+        whep.boxed(),
+        whep_delete.boxed(),
+        not_supported.boxed(),
+        whip_options.boxed(),
+        whip_resource_options.boxed(),
+        whip.boxed(),
+        whip_delete.boxed(),
+    ];
+    routes
+        .into_iter()
+        .fold(start.boxed(), |all, r| all.or(r).unify().boxed())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HlsKind {
+    Master,
+    Playlist,
+    Segment,
+}
+
+/// `seg00042.ts`: what hlssink2 writes, nothing else.
+fn is_segment_name(name: &str) -> bool {
+    name.strip_prefix("seg")
+        .and_then(|r| r.strip_suffix(".ts"))
+        .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Serves an HLS file with the headers a CDN needs: segments never change
+/// (cached for a year), playlists change every segment (1–2 s).
+async fn hls_file(path: &std::path::Path, kind: HlsKind) -> Resp {
+    let data = match tokio::fs::read(path).await {
+        Ok(d) => d,
+        Err(_) => return Err(warp::reject::custom(ApiError::not_found("file"))),
+    };
+    let (mime, cache) = match kind {
+        HlsKind::Master => ("application/vnd.apple.mpegurl", "public, max-age=2"),
+        HlsKind::Playlist => ("application/vnd.apple.mpegurl", "public, max-age=1"),
+        HlsKind::Segment => ("video/mp2t", "public, max-age=31536000, immutable"),
+    };
+    let mut resp = Response::new(warp::hyper::Body::from(data));
+    cors(&mut resp);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_segment_names_are_served() {
+        assert!(is_segment_name("seg00001.ts"));
+        assert!(!is_segment_name("seg.ts"));
+        assert!(!is_segment_name("../x.ts"));
+        assert!(!is_segment_name("seg0001.ts.bak"));
+        assert!(!is_segment_name("index.m3u8"));
+    }
+}
