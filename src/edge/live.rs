@@ -183,16 +183,20 @@ pub fn routes(app: Arc<App>) -> Route {
         });
 
     let hls_master = warp::path!("hls" / String / "index.m3u8")
-        .and(warp::get())
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::header::optional::<String>("if-none-match"))
         .and(with_app(app.clone()))
-        .and_then(|id: String, app: Arc<App>| async move {
-            let id = broadcast_id(&id)?;
-            let path = app.control.hls_dir().join(id.as_str()).join("index.m3u8");
-            hls_file(&path, HlsKind::Master).await
-        });
+        .and_then(
+            |id: String, inm: Option<String>, app: Arc<App>| async move {
+                let id = broadcast_id(&id)?;
+                let path = app.control.hls_dir().join(id.as_str()).join("index.m3u8");
+                hls_file(&path, HlsKind::Master, inm).await
+            },
+        );
 
     let hls_file_route = warp::path!("hls" / String / String / String)
-        .and(warp::get())
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::header::optional::<String>("if-none-match"))
         .and(warp::addr::remote())
         .and(warp::header::optional::<String>("user-agent"))
         .and(with_app(app.clone()))
@@ -200,6 +204,7 @@ pub fn routes(app: Arc<App>) -> Route {
             |id: String,
              rendition: String,
              file: String,
+             inm: Option<String>,
              addr: Option<SocketAddr>,
              agent: Option<String>,
              app: Arc<App>| async move {
@@ -228,7 +233,7 @@ pub fn routes(app: Arc<App>) -> Route {
                     .join(id.as_str())
                     .join(&rendition)
                     .join(&file);
-                hls_file(&path, kind).await
+                hls_file(&path, kind, inm).await
             },
         );
 
@@ -365,28 +370,67 @@ fn is_segment_name(name: &str) -> bool {
 }
 
 /// Serves an HLS file with the headers a CDN needs: segments never change
-/// (cached for a year), playlists change every segment (1–2 s).
-async fn hls_file(path: &std::path::Path, kind: HlsKind) -> Resp {
-    let data = match tokio::fs::read(path).await {
-        Ok(d) => d,
-        Err(_) => return Err(warp::reject::custom(ApiError::not_found("file"))),
-    };
+/// (cached for a year), playlists change every segment (1–2 s); `ETag` and
+/// `Last-Modified` let caches revalidate (`If-None-Match` → 304).
+async fn hls_file(path: &std::path::Path, kind: HlsKind, if_none_match: Option<String>) -> Resp {
+    let not_found = || warp::reject::custom(ApiError::not_found("file"));
+    let meta = tokio::fs::metadata(path).await.map_err(|_| not_found())?;
+    let modified = meta.modified().ok();
+    let etag = format!(
+        "\"{:x}-{:x}\"",
+        meta.len(),
+        modified
+            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos())
+    );
     let (mime, cache) = match kind {
         HlsKind::Master => ("application/vnd.apple.mpegurl", "public, max-age=2"),
         HlsKind::Playlist => ("application/vnd.apple.mpegurl", "public, max-age=1"),
         HlsKind::Segment => ("video/mp2t", "public, max-age=31536000, immutable"),
     };
-    let mut resp = Response::new(warp::hyper::Body::from(data));
+    let fresh = if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut resp = if fresh {
+        let mut r = Response::new(warp::hyper::Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let data = tokio::fs::read(path).await.map_err(|_| not_found())?;
+        Response::new(warp::hyper::Body::from(data))
+    };
     cors(&mut resp);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Some(m) = modified
+        && let Ok(v) = HeaderValue::from_str(&httpdate(m))
+    {
+        h.insert(header::LAST_MODIFIED, v);
+    }
     Ok(resp)
+}
+
+/// An HTTP date (RFC 7231 IMF-fixdate).
+fn httpdate(t: std::time::SystemTime) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::OffsetDateTime::from(t)
+        .format(FORMAT)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
+        assert_eq!(httpdate(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
 
     #[test]
     fn only_segment_names_are_served() {
