@@ -278,12 +278,12 @@ pub fn routes(app: Arc<App>) -> Route {
 
     // Trickle ICE and ICE restarts are not supported (the answer carries
     // every candidate): 405, as the drafts say.
-    let not_supported = warp::path!(String / String / String)
+    let not_supported = warp::path!("whep" / String / String)
+        .map(|_: String, _: String| "whep")
+        .or(warp::path!("whip" / String / String).map(|_: String, _: String| "whip"))
+        .unify()
         .and(warp::patch())
-        .and_then(|kind: String, _a: String, _b: String| async move {
-            if kind != "whep" && kind != "whip" {
-                return Err(warp::reject::not_found());
-            }
+        .and_then(|_kind: &'static str| async move {
             let mut resp = super::errors::reply(&ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

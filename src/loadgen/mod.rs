@@ -10,6 +10,7 @@ pub mod mixbench;
 pub mod peer;
 pub mod scenario;
 pub mod source;
+pub mod whip;
 
 use clap::{Args, Subcommand};
 use peer::{PeerConfig, TestPeer, VideoCodec};

@@ -74,6 +74,9 @@ pub fn rendition(name: &str) -> Option<Rendition> {
     LADDER.iter().copied().find(|r| r.name == name)
 }
 
+/// H.264 that every WebRTC viewer and browser decoder takes.
+pub const H264_PROFILE_CAPS: &str = "video/x-h264,profile=constrained-baseline";
+
 /// AAC bitrate of broadcasts, kbit/s.
 const AUDIO_KBPS: u32 = 128;
 /// HLS segment length, seconds (keyframes come at least this often).
@@ -161,6 +164,8 @@ pub struct BroadcastMedia {
     bins: Vec<gst::Element>,
     /// Tee pads this broadcast requested (released first on stop).
     links: Vec<(gst::Element, gst::Pad)>,
+    /// Branches to link to running tees once they are all playing.
+    pending: Vec<(gst::Element, gst::Pad)>,
     hls: Vec<gst::Element>,
 }
 
@@ -212,6 +217,7 @@ impl BroadcastMedia {
             rtmp: None,
             bins: Vec::new(),
             links: Vec::new(),
+            pending: Vec::new(),
             hls: Vec::new(),
         };
         match me.build(pipeline, source, outputs, codecs) {
@@ -362,8 +368,21 @@ impl BroadcastMedia {
             }
             self.rtmp = Some(feed);
         }
-        for b in &self.bins {
-            let _ = b.sync_state_with_parent();
+        // Everything plays before it is linked to a running tee: a tee that
+        // pushes into a pad that is not active yet gets FLUSHING back and
+        // stops its source (the room's mixer, a publisher's stream).
+        for b in self.bins.iter().rev() {
+            b.sync_state_with_parent()
+                .map_err(|e| MediaError::Pipeline(format!("start broadcast: {e}")))?;
+        }
+        for (tee, sink) in std::mem::take(&mut self.pending) {
+            let tee_pad = tee
+                .request_pad_simple("src_%u")
+                .ok_or_else(|| MediaError::Pipeline("tee refused a pad".into()))?;
+            self.links.push((tee.clone(), tee_pad.clone()));
+            tee_pad
+                .link(&sink)
+                .map_err(|e| MediaError::Pipeline(format!("link broadcast: {e:?}")))?;
         }
         Ok(())
     }
@@ -378,13 +397,7 @@ impl BroadcastMedia {
     ) -> Result<gst::Bin, MediaError> {
         let bin = chain(pipeline, &format!("{}_{what}", self.id), description)?;
         self.bins.push(bin.clone().upcast());
-        let tee_pad = tee
-            .request_pad_simple("src_%u")
-            .ok_or_else(|| MediaError::Pipeline("tee refused a pad".into()))?;
-        self.links.push((tee.clone(), tee_pad.clone()));
-        tee_pad
-            .link(&pad(&bin, "sink")?)
-            .map_err(|e| MediaError::Pipeline(format!("link broadcast {what}: {e:?}")))?;
+        self.pending.push((tee.clone(), pad(&bin, "sink")?));
         Ok(bin)
     }
 
@@ -420,7 +433,7 @@ impl BroadcastMedia {
             raw,
             r.name,
             &format!(
-                "{LEAKY} ! videoscale ! videoconvert ! capsfilter caps=video/x-raw,width={},height={},pixel-aspect-ratio=1/1 ! {} ! h264parse config-interval=-1 ! capsfilter caps=video/x-h264,stream-format=byte-stream,alignment=au",
+                "{LEAKY} ! videoscale ! videoconvert ! capsfilter caps=video/x-raw,width={},height={},pixel-aspect-ratio=1/1 ! {} ! capsfilter caps={H264_PROFILE_CAPS} ! h264parse config-interval=-1 ! capsfilter caps=video/x-h264,stream-format=byte-stream,alignment=au",
                 r.width,
                 r.height,
                 encoder_description(h264, &settings)
@@ -497,7 +510,7 @@ impl BroadcastMedia {
                 &raw,
                 "source",
                 &format!(
-                    "{LEAKY} ! {} ! h264parse config-interval=-1 ! capsfilter caps=video/x-h264,stream-format=byte-stream,alignment=au",
+                    "{LEAKY} ! {} ! capsfilter caps={H264_PROFILE_CAPS} ! h264parse config-interval=-1 ! capsfilter caps=video/x-h264,stream-format=byte-stream,alignment=au",
                     encoder_description(h264, &settings)
                 ),
             )?;
@@ -570,13 +583,7 @@ impl BroadcastMedia {
                     .map_err(|e| MediaError::Pipeline(format!("HLS ghost pad: {e}")))?;
                 bin.add_pad(&ghost)
                     .map_err(|e| MediaError::Pipeline(format!("HLS ghost pad: {e}")))?;
-                let tee_pad = tee
-                    .request_pad_simple("src_%u")
-                    .ok_or_else(|| MediaError::Pipeline("tee refused a pad".into()))?;
-                self.links.push((tee.clone(), tee_pad.clone()));
-                tee_pad
-                    .link(&ghost)
-                    .map_err(|e| MediaError::Pipeline(format!("link HLS: {e:?}")))?;
+                self.pending.push((tee.clone(), ghost.upcast()));
             }
         }
         let master = master_playlist(&self.renditions, aac.is_some());

@@ -89,6 +89,9 @@ pub struct Forwarder {
     paused: Arc<AtomicBool>,
     /// Payload type to relabel packets with (WHEP viewers choose theirs).
     pt: Option<u8>,
+    /// Caps to announce instead of the source's (WHEP: the viewer's own
+    /// format line, whatever profile-level-id the source carries).
+    caps: Option<gst::Caps>,
     /// The subscriber-side transceiver (its `mid` maps the m-line to the track).
     pub transceiver: WebRTCRTPTransceiver,
 }
@@ -117,6 +120,7 @@ impl Forwarder {
             tee_pad: None,
             paused: Arc::new(AtomicBool::new(false)),
             pt: None,
+            caps: None,
             transceiver,
         })
     }
@@ -145,6 +149,7 @@ impl Forwarder {
             tee_pad: None,
             paused: Arc::new(AtomicBool::new(false)),
             pt: Some(pt),
+            caps: Some(caps.clone()),
             transceiver,
         })
     }
@@ -194,6 +199,40 @@ impl Forwarder {
                 _ => gst::PadProbeReturn::Ok,
             },
         );
+        if let Some(caps) = self.caps.clone() {
+            // The negotiated m-line is what this subscriber gets, so a
+            // difference in format parameters (an H.264 profile) can never
+            // fail negotiation and stop the tee for everyone.
+            tee_pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                    && ev.type_() == gst::EventType::Caps
+                {
+                    info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&caps)));
+                }
+                gst::PadProbeReturn::Ok
+            });
+            // Nor may the subscriber's caps restrict what the source
+            // negotiates (a payloader renegotiating after this link would
+            // see the subscriber's payload type and fail): this branch
+            // takes whatever comes and says so itself.
+            tee_pad.add_probe(gst::PadProbeType::QUERY_DOWNSTREAM, |_, info| {
+                let Some(gst::PadProbeData::Query(q)) = &mut info.data else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                match q.view_mut() {
+                    gst::QueryViewMut::Caps(c) => {
+                        let any = c.filter_owned().unwrap_or_else(gst::Caps::new_any);
+                        c.set_result(&any);
+                        gst::PadProbeReturn::Handled
+                    }
+                    gst::QueryViewMut::AcceptCaps(a) => {
+                        a.set_result(true);
+                        gst::PadProbeReturn::Handled
+                    }
+                    _ => gst::PadProbeReturn::Ok,
+                }
+            });
+        }
         if let Err(e) = tee_pad.link(&self.sink_pad) {
             self.tee.release_request_pad(&tee_pad);
             return Err(MediaError::Pipeline(format!(

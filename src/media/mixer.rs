@@ -267,6 +267,9 @@ impl Mixer {
                 low_latency: true,
             },
         )?;
+        // Constrained baseline: what every WebRTC viewer (WHEP) and
+        // browser decoder takes.
+        let profile = capsfilter(super::broadcast::H264_PROFILE_CAPS)?;
         let parse = make("h264parse", None)?;
         parse.set_property("config-interval", -1i32);
         let video = make("tee", None)?;
@@ -281,7 +284,13 @@ impl Mixer {
         )?;
         add_chain(
             pipeline,
-            &[vq.clone(), encoder.clone(), parse.clone(), video.clone()],
+            &[
+                vq.clone(),
+                encoder.clone(),
+                profile.clone(),
+                parse.clone(),
+                video.clone(),
+            ],
         )?;
         raw.link(&vq)
             .map_err(|e| MediaError::Pipeline(format!("raw tee: {e}")))?;
@@ -337,6 +346,7 @@ impl Mixer {
             raw.clone(),
             vq,
             encoder,
+            profile,
             parse,
             video.clone(),
             silence,

@@ -915,11 +915,11 @@ impl RoomMedia {
         };
         let media = BroadcastMedia::new(&inner.pipeline, id, source, outputs, &inner.codecs)?;
         // "live" once the first frame leaves the first rendition.
-        if let Some(pad) = media
+        let first = media
             .renditions
             .first()
-            .and_then(|r| r.tee.static_pad("sink"))
-        {
+            .and_then(|r| r.tee.static_pad("sink"));
+        if let Some(pad) = &first {
             let events = inner.events.clone();
             let broadcast = id.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
@@ -928,12 +928,6 @@ impl RoomMedia {
                 });
                 gst::PadProbeReturn::Remove
             });
-            // Start at a keyframe.
-            pad.push_event(
-                gst_video::UpstreamForceKeyUnitEvent::builder()
-                    .all_headers(true)
-                    .build(),
-            );
         }
         let built = BuiltBroadcast {
             encoders: media.encoders.clone(),
@@ -952,6 +946,15 @@ impl RoomMedia {
         );
         let tracks: Vec<TrackId> = state.tracks.keys().cloned().collect();
         drop(state);
+        // Start at a keyframe (the event travels upstream to the encoder or
+        // the publisher: never under the state lock).
+        if let Some(pad) = first {
+            pad.push_event(
+                gst_video::UpstreamForceKeyUnitEvent::builder()
+                    .all_headers(true)
+                    .build(),
+            );
+        }
         if composite {
             for t in tracks {
                 self.request_keyframe(&t);

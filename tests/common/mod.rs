@@ -434,3 +434,297 @@ pub mod av {
         (streams, duration)
     }
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// An HTTP answer with its headers and raw body.
+pub struct Fetched {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Fetched {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Any HTTP request (no redirects followed); any status comes back as is.
+pub fn fetch(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Fetched {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(15))
+        .redirects(0)
+        .build();
+    let mut req = agent.request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .filter_map(|k| resp.header(&k).map(|v| (k.clone(), v.to_owned())))
+        .collect();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).expect("read body");
+    Fetched {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A request sent byte for byte (no URL normalisation: `..` stays `..`);
+/// returns the status and the body.
+pub fn raw_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// What ffprobe decoded of the first video stream of a URL or file.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoProbe {
+    pub frames: u64,
+    pub width: u64,
+    pub height: u64,
+}
+
+/// `ffprobe -v error <extra> -count_frames -select_streams v:0 -show_entries
+/// stream=nb_read_frames,width,height -of json <input>`, killed after `timeout`.
+/// Live inputs (HLS without ENDLIST, RTMP) need `-read_intervals %+N` in `extra`.
+pub fn ffprobe_video(input: &str, extra: &[&str], timeout: Duration) -> Result<VideoProbe, String> {
+    use std::io::Read;
+    let mut child = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(extra)
+        .args([
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames,width,height",
+            "-of",
+            "json",
+        ])
+        .arg(input)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run ffprobe (scripts/install-deps test installs it): {e}"))?;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait ffprobe") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    let mut err = err;
+    err.truncate(2000);
+    let Some(status) = status else {
+        return Err(format!(
+            "ffprobe {input}: no result within {timeout:?}; {err}"
+        ));
+    };
+    if !status.success() {
+        return Err(format!("ffprobe {input}: {status}: {err}"));
+    }
+    let v: Value = serde_json::from_str(&out).map_err(|e| format!("ffprobe json: {e}: {out}"))?;
+    let s = &v["streams"][0];
+    let frames = s["nb_read_frames"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .or_else(|| s["nb_read_frames"].as_u64())
+        .ok_or_else(|| format!("ffprobe {input}: no video stream: {out} {err}"))?;
+    Ok(VideoProbe {
+        frames,
+        width: s["width"].as_u64().unwrap_or(0),
+        height: s["height"].as_u64().unwrap_or(0),
+    })
+}
+
+/// nginx with the RTMP module (`libnginx-mod-rtmp`): a real RTMP server,
+/// standing in for YouTube or Twitch. `application live`, on 127.0.0.1.
+pub struct Nginx {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    /// Writes a configuration in a temporary prefix and starts nginx on
+    /// `port`; returns once the port accepts connections.
+    pub fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("conf")).expect("conf dir");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
+        let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+        assert!(
+            Path::new(module).exists(),
+            "{module} missing: apt-get install nginx libnginx-mod-rtmp"
+        );
+        let conf = format!(
+            "load_module {module};\n\
+             daemon off;\n\
+             master_process on;\n\
+             worker_processes 1;\n\
+             error_log stderr;\n\
+             pid {pid};\n\
+             events {{ worker_connections 256; }}\n\
+             rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size 4096;\n    \
+             application live {{ live on; record off; }}\n  }}\n}}\n",
+            pid = dir.path().join("nginx.pid").display(),
+        );
+        std::fs::write(dir.path().join("conf/nginx.conf"), conf).expect("write nginx.conf");
+        let mut n = Self {
+            port,
+            dir,
+            child: None,
+        };
+        n.spawn();
+        n
+    }
+
+    /// `rtmp://127.0.0.1:<port>/live/<key>`.
+    pub fn url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new("nginx")
+            .arg("-p")
+            .arg(self.dir.path())
+            .args(["-e", "stderr", "-c", "conf/nginx.conf"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run nginx (apt-get install nginx libnginx-mod-rtmp)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("nginx exited at start: {status}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("nginx does not accept on port {} after 10 s", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGTERM (fast shutdown: connections are closed), then waits for the
+    /// master (SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts nginx again after [`Nginx::stop`], same port and configuration.
+    pub fn start_again(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Server {
+    /// Like [`Server::admin`], but a server that does not answer within 15 s
+    /// fails the test instead of hanging it.
+    pub fn admin_within(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(15))
+            .build();
+        let req = agent
+            .request(method, &self.url(path))
+            .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"));
+        let resp = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_string(b),
+            None => req.call(),
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = resp.status();
+        let text = resp.into_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
