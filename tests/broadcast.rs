@@ -691,6 +691,13 @@ async fn twenty_whep_viewers_all_decode() {
         b["viewers"]["whep"] == 20
     })
     .await;
+    // The public metrics say so too.
+    let metrics = get_async(&s.url("/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let series = format!("roomcast_broadcast_viewers{{broadcast=\"{bid}\",protocol=\"whep\"}} 20");
+    assert!(text.contains(&series), "no {series:?} in /metrics:\n{text}");
+    assert!(text.contains("roomcast_broadcasts 1"), "{text}");
 
     // Ten leave (DELETE on their resource); ten stay and keep decoding.
     let leaving: Vec<WhepViewer> = viewers.drain(..10).collect();

@@ -628,6 +628,80 @@ impl Control {
             .collect()
     }
 
+    /// Prometheus text exposition of what the server is doing now.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let rooms = self.list_rooms();
+        let participants: usize = rooms.iter().map(|r| r.participant_count).sum();
+        let recording = rooms.iter().filter(|r| r.recording.is_some()).count();
+        let broadcasts = self.inner.broadcasts.list(None);
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, samples: &[(String, usize)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        gauge(
+            "roomcast_rooms",
+            "Open rooms.",
+            &[(String::new(), rooms.len())],
+        );
+        gauge(
+            "roomcast_participants",
+            "Participants in calls.",
+            &[(String::new(), participants)],
+        );
+        gauge(
+            "roomcast_rooms_recording",
+            "Rooms being recorded.",
+            &[(String::new(), recording)],
+        );
+        let active: Vec<&Arc<broadcast::Broadcast>> =
+            broadcasts.iter().filter(|b| b.is_active()).collect();
+        gauge(
+            "roomcast_broadcasts",
+            "Live or starting broadcasts.",
+            &[(String::new(), active.len())],
+        );
+        let mut viewers = Vec::new();
+        let mut targets: HashMap<String, usize> = HashMap::new();
+        for b in &active {
+            let v = b.viewers();
+            viewers.push((
+                format!("{{broadcast=\"{}\",protocol=\"whep\"}}", b.id),
+                v.whep,
+            ));
+            viewers.push((
+                format!("{{broadcast=\"{}\",protocol=\"hls\"}}", b.id),
+                v.hls,
+            ));
+            for t in b.rtmp.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let state = serde_json::to_value(t.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                *targets.entry(state).or_default() += 1;
+            }
+        }
+        gauge(
+            "roomcast_broadcast_viewers",
+            "Viewers of a broadcast (WHEP connected, HLS clients seen in 15 s).",
+            &viewers,
+        );
+        let mut targets: Vec<(String, usize)> = targets
+            .into_iter()
+            .map(|(s, n)| (format!("{{state=\"{s}\"}}"), n))
+            .collect();
+        targets.sort();
+        gauge(
+            "roomcast_rtmp_targets",
+            "RTMP push targets of live broadcasts, by state.",
+            &targets,
+        );
+        out
+    }
+
     /// Listed rooms, for anyone.
     pub fn public_rooms(&self) -> Vec<PublicRoom> {
         self.list_rooms()

@@ -43,6 +43,18 @@ pub fn routes(app: Arc<App>) -> Route {
         .and(warp::get())
         .map(|| json_status(&json!({"status": "ok"}), StatusCode::OK));
 
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .map(|app: Arc<App>| {
+            warp::reply::with_header(
+                app.control.metrics(),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+            .into_response()
+        });
+
     let system = warp::path!("api" / "v1" / "system")
         .and(warp::get())
         .and(admin(app.clone()))
@@ -297,6 +309,7 @@ pub fn routes(app: Arc<App>) -> Route {
 
     // Boxed one by one: a long chain of `or` makes type checking crawl.
     let rest: Vec<Route> = vec![
+        metrics.boxed(),
         system.boxed(),
         public.boxed(),
         create.boxed(),
