@@ -567,13 +567,15 @@ async fn rtmp_push_survives_an_nginx_restart() {
     let b = join(&room, "B", 0x2040d0, 660.0).await;
     mesh(&[&a, &b]).await;
 
+    // A second target that refuses every connection must not affect the first.
+    let dead = format!("rtmp://127.0.0.1:{}/live/nobody", free_port());
     let bc = start_broadcast(
         &s,
         &rid,
-        &serde_json::json!({"hls": false, "whep": false, "rtmp": [target]}).to_string(),
+        &serde_json::json!({"hls": false, "whep": false, "rtmp": [target, dead]}).to_string(),
     );
     let bid = bc["id"].as_str().unwrap().to_owned();
-    assert_eq!(bc["rtmp"].as_array().map(Vec::len), Some(1), "{bc}");
+    assert_eq!(bc["rtmp"].as_array().map(Vec::len), Some(2), "{bc}");
     assert_eq!(bc["rtmp"][0]["url"], target.as_str(), "{bc}");
     let rtmp_state = |b: &Value| {
         b["rtmp"][0]["state"]
@@ -604,6 +606,10 @@ async fn rtmp_push_survives_an_nginx_restart() {
     let rtmp_probe = ["-rw_timeout", "10000000", "-read_intervals", "%+5"];
     let p = probe(&target, &rtmp_probe).await;
     assert!(p.frames >= 30, "{p:?}");
+    let bc = get_broadcast(&s, &bid);
+    assert_eq!(bc["rtmp"][1]["state"], "reconnecting", "{bc}");
+    assert!(bc["rtmp"][1]["attempts"].as_u64() >= Some(2), "{bc}");
+    assert_eq!(bc["rtmp"][0]["state"], "live", "{bc}");
 
     // nginx goes away: the target reconnects, the broadcast and the call go on.
     let before = (frames_from(&a, &b.id), frames_from(&b, &a.id));
