@@ -965,6 +965,24 @@ async fn whip_vp8_ingest_publishes() {
     let rid = room["id"].as_str().unwrap().to_owned();
     let p = join(&room, "P", 0x2040d0, 660.0).await;
     let (publisher, pid) = ingest_seen(&s, &rid, &p, VideoCodec::Vp8).await;
+
+    // VP8 cannot go to HLS as it is: decoded once, scaled, encoded to H.264.
+    let bc = start_broadcast(
+        &s,
+        &rid,
+        r#"{"source": "ingest", "hls": true, "whep": false, "renditions": ["360p"]}"#,
+    );
+    let bid = bc["id"].as_str().unwrap().to_owned();
+    let bc = live(&s, &bid).await;
+    assert_eq!(bc["transcode"]["video"], true, "{bc}");
+    assert_eq!(bc["renditions"], serde_json::json!(["360p"]), "{bc}");
+    let media = resolve(bc["hls_url"].as_str().unwrap(), "360p/index.m3u8");
+    playlist_with(&media, 2, Duration::from_secs(20)).await;
+    let v = probe_hls(&media).await;
+    assert!(v.frames >= 90, "{v:?}");
+    assert_eq!((v.width, v.height), (640, 360), "{v:?}");
+    end_broadcast(&s, &bid).await;
+
     end_ingest(&s, &rid, &p, publisher, &pid).await;
     eprintln!("whip vp8 test: {} s", t0.elapsed().as_secs());
 }

@@ -237,12 +237,14 @@ pub fn routes(app: Arc<App>) -> Route {
             },
         );
 
-    let whep_options = warp::path!("whep" / String)
+    // CORS preflights of every WHEP/WHIP endpoint and resource.
+    // (Paths first: a method filter first would turn other 404s into 405s.)
+    let preflights = warp::path("whep")
+        .or(warp::path("whip"))
+        .unify()
+        .and(warp::path::tail())
         .and(warp::options())
-        .map(|_id: String| preflight());
-    let whep_resource_options = warp::path!("whep" / String / String)
-        .and(warp::options())
-        .map(|_id: String, _v: String| preflight());
+        .map(|_: warp::path::Tail| preflight());
 
     let whep = warp::path!("whep" / String)
         .and(warp::post())
@@ -293,13 +295,6 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(resp)
         });
 
-    let whip_options = warp::path!("whip" / String)
-        .and(warp::options())
-        .map(|_id: String| preflight());
-    let whip_resource_options = warp::path!("whip" / String / String)
-        .and(warp::options())
-        .map(|_id: String, _p: String| preflight());
-
     let whip = warp::path!("whip" / String)
         .and(warp::post())
         .and(warp::header::optional::<String>("authorization"))
@@ -340,13 +335,10 @@ pub fn routes(app: Arc<App>) -> Route {
         ingest.boxed(),
         hls_master.boxed(),
         hls_file_route.boxed(),
-        whep_options.boxed(),
-        whep_resource_options.boxed(),
+        preflights.boxed(),
         whep.boxed(),
         whep_delete.boxed(),
         not_supported.boxed(),
-        whip_options.boxed(),
-        whip_resource_options.boxed(),
         whip.boxed(),
         whip_delete.boxed(),
     ];

@@ -415,6 +415,41 @@ impl BroadcastMedia {
         Ok(tee)
     }
 
+    /// Encodes raw video from `raw` (scaled to `size` when given) into a
+    /// new rendition tee of constrained-baseline H.264.
+    fn encoded(
+        &mut self,
+        pipeline: &gst::Pipeline,
+        raw: &gst::Element,
+        name: &str,
+        size: Option<(i32, i32)>,
+        kbps: u32,
+        h264: &str,
+    ) -> Result<gst::Element, MediaError> {
+        let settings = EncoderSettings {
+            bitrate_kbps: kbps,
+            keyframe_interval: 30 * HLS_SEGMENT_S,
+            low_latency: true,
+        };
+        let scale = size.map_or(String::new(), |(w, h)| {
+            format!(
+                "videoscale ! videoconvert ! capsfilter caps=video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 ! "
+            )
+        });
+        let bin = self.branch(
+            pipeline,
+            raw,
+            name,
+            &format!(
+                "{LEAKY} ! {scale}{} ! capsfilter caps={H264_PROFILE_CAPS} ! h264parse config-interval=-1 ! capsfilter caps=video/x-h264,stream-format=byte-stream,alignment=au",
+                encoder_description(h264, &settings)
+            ),
+        )?;
+        self.encoders.push(h264.to_owned());
+        self.transcode_video = true;
+        self.tee_after(pipeline, &bin)
+    }
+
     /// Scales raw video from `raw` to `r` and encodes it; returns its tee.
     fn scaled(
         &mut self,
@@ -423,25 +458,14 @@ impl BroadcastMedia {
         r: &Rendition,
         h264: &str,
     ) -> Result<gst::Element, MediaError> {
-        let settings = EncoderSettings {
-            bitrate_kbps: r.video_kbps,
-            keyframe_interval: 30 * HLS_SEGMENT_S,
-            low_latency: true,
-        };
-        let bin = self.branch(
+        self.encoded(
             pipeline,
             raw,
             r.name,
-            &format!(
-                "{LEAKY} ! videoscale ! videoconvert ! capsfilter caps=video/x-raw,width={},height={},pixel-aspect-ratio=1/1 ! {} ! capsfilter caps={H264_PROFILE_CAPS} ! h264parse config-interval=-1 ! capsfilter caps=video/x-h264,stream-format=byte-stream,alignment=au",
-                r.width,
-                r.height,
-                encoder_description(h264, &settings)
-            ),
-        )?;
-        self.encoders.push(h264.to_owned());
-        self.transcode_video = true;
-        self.tee_after(pipeline, &bin)
+            Some((r.width, r.height)),
+            r.video_kbps,
+            h264,
+        )
     }
 
     /// A participant's video: passed through when it is H.264 and no
@@ -500,23 +524,7 @@ impl BroadcastMedia {
         let raw = self.tee_after(pipeline, &bin)?;
         if outputs.renditions.is_empty() {
             // Same size as published: encode without scaling.
-            let settings = EncoderSettings {
-                bitrate_kbps: 2500,
-                keyframe_interval: 30 * HLS_SEGMENT_S,
-                low_latency: true,
-            };
-            let bin = self.branch(
-                pipeline,
-                &raw,
-                "source",
-                &format!(
-                    "{LEAKY} ! {} ! capsfilter caps={H264_PROFILE_CAPS} ! h264parse config-interval=-1 ! capsfilter caps=video/x-h264,stream-format=byte-stream,alignment=au",
-                    encoder_description(h264, &settings)
-                ),
-            )?;
-            self.encoders.push(h264.to_owned());
-            self.transcode_video = true;
-            let out = self.tee_after(pipeline, &bin)?;
+            let out = self.encoded(pipeline, &raw, "source", None, 2500, h264)?;
             self.renditions.push(VideoRendition {
                 name: "source".into(),
                 size: None,

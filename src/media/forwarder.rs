@@ -103,24 +103,37 @@ impl Forwarder {
         subscriber: &gst::Element,
         caps: &gst::Caps,
     ) -> Result<Self, MediaError> {
+        Self::send_only(tee, subscriber, None, caps, None)
+    }
+
+    /// A send-only sink pad of `subscriber` (named `name`, or a new m-line)
+    /// for `caps`, fed later from `tee`; `pt`: relabel to that payload type
+    /// and announce `caps` whatever the source's are.
+    fn send_only(
+        tee: &gst::Element,
+        subscriber: &gst::Element,
+        name: Option<&str>,
+        caps: &gst::Caps,
+        pt: Option<u8>,
+    ) -> Result<Self, MediaError> {
         let templ = subscriber
             .pad_template("sink_%u")
             .ok_or_else(|| MediaError::Pipeline("webrtcbin has no sink_%u template".into()))?;
         let sink_pad = subscriber
-            .request_pad(&templ, None, Some(caps))
+            .request_pad(&templ, name, Some(caps))
             .ok_or_else(|| MediaError::Pipeline("webrtcbin refused a sink pad".into()))?;
         let transceiver = sink_pad.property::<WebRTCRTPTransceiver>("transceiver");
         transceiver.set_direction(WebRTCRTPTransceiverDirection::Sendonly);
-        // webrtcbin takes the offer's caps from the codec preferences while
-        // the pad is not linked yet.
+        // webrtcbin takes the offer's (or answer's) caps from the codec
+        // preferences while the pad is not linked yet.
         transceiver.set_codec_preferences(Some(caps));
         Ok(Self {
             tee: tee.clone(),
             sink_pad,
             tee_pad: None,
             paused: Arc::new(AtomicBool::new(false)),
-            pt: None,
-            caps: None,
+            pt,
+            caps: pt.map(|_| caps.clone()),
             transceiver,
         })
     }
@@ -134,24 +147,13 @@ impl Forwarder {
         caps: &gst::Caps,
         pt: u8,
     ) -> Result<Self, MediaError> {
-        let templ = subscriber
-            .pad_template("sink_%u")
-            .ok_or_else(|| MediaError::Pipeline("webrtcbin has no sink_%u template".into()))?;
-        let sink_pad = subscriber
-            .request_pad(&templ, Some(&format!("sink_{index}")), Some(caps))
-            .ok_or_else(|| MediaError::Pipeline("webrtcbin refused a sink pad".into()))?;
-        let transceiver = sink_pad.property::<WebRTCRTPTransceiver>("transceiver");
-        transceiver.set_direction(WebRTCRTPTransceiverDirection::Sendonly);
-        transceiver.set_codec_preferences(Some(caps));
-        Ok(Self {
-            tee: tee.clone(),
-            sink_pad,
-            tee_pad: None,
-            paused: Arc::new(AtomicBool::new(false)),
-            pt: Some(pt),
-            caps: Some(caps.clone()),
-            transceiver,
-        })
+        Self::send_only(
+            tee,
+            subscriber,
+            Some(&format!("sink_{index}")),
+            caps,
+            Some(pt),
+        )
     }
 
     /// Whether media flows into the m-line (it was negotiated and linked).
