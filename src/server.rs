@@ -150,6 +150,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             encoders: codecs.encoders.clone(),
             decoders: codecs.decoders.clone(),
         },
+        hls_cache: crate::edge::live::HlsCache::default(),
     });
     let routes = crate::edge::routes(app);
     let (bound, server) = warp::serve(routes)

@@ -416,6 +416,8 @@ struct Room {
     composite_layout: LayoutMode,
     /// Broadcasts running or waiting for their source.
     on_air: Vec<OnAir>,
+    /// 1 s ticks so far.
+    ticks: u64,
 }
 
 /// A broadcast of this room that has not ended.
@@ -478,6 +480,7 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
         recordings: Vec::new(),
         composite_layout: LayoutMode::default(),
         on_air: Vec::new(),
+        ticks: 0,
     };
     let span = tracing::info_span!("room", room = %room.record.id);
     tokio::spawn(room.run(rx, media_rx).instrument(span));
@@ -1780,6 +1783,15 @@ impl Room {
         let now = Instant::now();
         self.finish_recordings();
         self.build_broadcasts();
+        // Passed-through video: a keyframe per HLS segment.
+        self.ticks = self.ticks.wrapping_add(1);
+        if self
+            .ticks
+            .is_multiple_of(u64::from(crate::media::broadcast::HLS_SEGMENT_S))
+            && let Some(media) = &self.media
+        {
+            media.broadcast_keyframes();
+        }
         let stuck: Vec<ParticipantId> = self
             .participants
             .iter()

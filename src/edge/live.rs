@@ -190,7 +190,7 @@ pub fn routes(app: Arc<App>) -> Route {
             |id: String, inm: Option<String>, app: Arc<App>| async move {
                 let id = broadcast_id(&id)?;
                 let path = app.control.hls_dir().join(id.as_str()).join("index.m3u8");
-                hls_file(&path, HlsKind::Master, inm).await
+                hls_file(&app.hls_cache, &path, HlsKind::Master, inm)
             },
         );
 
@@ -233,7 +233,7 @@ pub fn routes(app: Arc<App>) -> Route {
                     .join(id.as_str())
                     .join(&rendition)
                     .join(&file);
-                hls_file(&path, kind, inm).await
+                hls_file(&app.hls_cache, &path, kind, inm)
             },
         );
 
@@ -361,42 +361,111 @@ fn is_segment_name(name: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// HLS files in memory: every viewer asks for the same few files, so
+/// they are read once, not once per request. An entry is used only while
+/// the file on disk has the same size and modification time (a deleted
+/// segment is a 404 at once); the cache holds at most [`HLS_CACHE_BYTES`].
+#[derive(Debug, Default)]
+pub struct HlsCache {
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+/// Bytes of HLS files kept in memory.
+pub const HLS_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    files: std::collections::HashMap<std::path::PathBuf, Cached>,
+    order: std::collections::VecDeque<std::path::PathBuf>,
+    bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    data: bytes::Bytes,
+    modified: Option<std::time::SystemTime>,
+    etag: String,
+}
+
+impl HlsCache {
+    /// The file's bytes, validators and modification time; `None` when it is gone.
+    fn get(&self, path: &std::path::Path) -> Option<Cached> {
+        // A stat of a file in the page cache: microseconds, no thread hop.
+        let meta = std::fs::metadata(path).ok()?;
+        let modified = meta.modified().ok();
+        let etag = format!(
+            "\"{:x}-{:x}\"",
+            meta.len(),
+            modified
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos())
+        );
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hit) = c.files.get(path)
+            && hit.etag == etag
+        {
+            return Some(hit.clone());
+        }
+        let data = bytes::Bytes::from(std::fs::read(path).ok()?);
+        let entry = Cached {
+            data,
+            modified,
+            etag,
+        };
+        if let Some(old) = c.files.insert(path.to_owned(), entry.clone()) {
+            c.bytes -= old.data.len();
+        } else {
+            c.order.push_back(path.to_owned());
+        }
+        c.bytes += entry.data.len();
+        while c.bytes > HLS_CACHE_BYTES {
+            let Some(oldest) = c.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = c.files.remove(&oldest) {
+                c.bytes -= old.data.len();
+            }
+        }
+        Some(entry)
+    }
+}
+
 /// Serves an HLS file with the headers a CDN needs: segments never change
 /// (cached for a year), playlists change every segment (1–2 s); `ETag` and
 /// `Last-Modified` let caches revalidate (`If-None-Match` → 304).
-async fn hls_file(path: &std::path::Path, kind: HlsKind, if_none_match: Option<String>) -> Resp {
-    let not_found = || warp::reject::custom(ApiError::not_found("file"));
-    let meta = tokio::fs::metadata(path).await.map_err(|_| not_found())?;
-    let modified = meta.modified().ok();
-    let etag = format!(
-        "\"{:x}-{:x}\"",
-        meta.len(),
-        modified
-            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos())
-    );
-    let (mime, cache) = match kind {
+fn hls_file(
+    cache: &HlsCache,
+    path: &std::path::Path,
+    kind: HlsKind,
+    if_none_match: Option<String>,
+) -> Resp {
+    let file = cache
+        .get(path)
+        .ok_or_else(|| warp::reject::custom(ApiError::not_found("file")))?;
+    let (mime, cache_control) = match kind {
         HlsKind::Master => ("application/vnd.apple.mpegurl", "public, max-age=2"),
         HlsKind::Playlist => ("application/vnd.apple.mpegurl", "public, max-age=1"),
         HlsKind::Segment => ("video/mp2t", "public, max-age=31536000, immutable"),
     };
-    let fresh = if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let fresh = if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == file.etag));
     let mut resp = if fresh {
         let mut r = Response::new(warp::hyper::Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let data = tokio::fs::read(path).await.map_err(|_| not_found())?;
-        Response::new(warp::hyper::Body::from(data))
+        Response::new(warp::hyper::Body::from(file.data))
     };
     cors(&mut resp);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    if let Ok(v) = HeaderValue::from_str(&file.etag) {
         h.insert(header::ETAG, v);
     }
-    if let Some(m) = modified
+    if let Some(m) = file.modified
         && let Ok(v) = HeaderValue::from_str(&httpdate(m))
     {
         h.insert(header::LAST_MODIFIED, v);
@@ -417,6 +486,20 @@ fn httpdate(t: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_follows_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg00001.ts");
+        let cache = HlsCache::default();
+        assert!(cache.get(&path).is_none());
+        std::fs::write(&path, b"one").unwrap();
+        assert_eq!(&cache.get(&path).unwrap().data[..], b"one");
+        std::fs::write(&path, b"second").unwrap();
+        assert_eq!(&cache.get(&path).unwrap().data[..], b"second");
+        std::fs::remove_file(&path).unwrap();
+        assert!(cache.get(&path).is_none(), "a deleted file is gone at once");
+    }
 
     #[test]
     fn http_dates() {

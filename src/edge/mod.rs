@@ -47,6 +47,8 @@ pub struct App {
     pub create_limiter: ratelimit::RateLimiter,
     /// System facts.
     pub system: SystemInfo,
+    /// HLS files served from memory.
+    pub hls_cache: live::HlsCache,
 }
 
 mod subtle_eq {

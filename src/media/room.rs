@@ -163,6 +163,9 @@ struct State {
 /// A broadcast's outputs and the viewers fed from them.
 struct LiveBroadcast {
     media: BroadcastMedia,
+    /// A passed-through publisher's video: keyframes are asked of it every
+    /// HLS segment (WebRTC publishers send them only when asked).
+    keyframes_of: Option<TrackId>,
     /// Reads the composite (keeps the mixer alive).
     composite: bool,
     viewers: HashMap<ViewerId, WhepViewer>,
@@ -871,6 +874,7 @@ impl RoomMedia {
     ) -> Result<BuiltBroadcast, MediaError> {
         let inner = &self.inner;
         let mut state = inner.lock();
+        let mut source_video: Option<TrackId> = None;
         let (source, composite) = match input {
             BroadcastInput::Composite => {
                 inner.ensure_mixer(&mut state)?;
@@ -895,15 +899,17 @@ impl RoomMedia {
                 let of = |kind: TrackKind| {
                     state
                         .tracks
-                        .values()
-                        .filter(|t| &t.owner == pid && t.format.kind == kind)
-                        .max_by_key(|t| t.seq)
-                        .map(|t| (t.tee.clone(), t.format.codec.clone()))
+                        .iter()
+                        .filter(|(_, t)| &t.owner == pid && t.format.kind == kind)
+                        .max_by_key(|(_, t)| t.seq)
+                        .map(|(id, t)| (id.clone(), t.tee.clone(), t.format.codec.clone()))
                 };
-                let Some(video) = of(TrackKind::Video) else {
+                let Some((video_id, video_tee, video_codec)) = of(TrackKind::Video) else {
                     return Err(MediaError::NoPeer);
                 };
-                let audio = of(TrackKind::Audio).map(|(tee, _)| tee);
+                source_video = Some(video_id);
+                let video = (video_tee, video_codec);
+                let audio = of(TrackKind::Audio).map(|(_, tee, _)| tee);
                 (
                     Source::Tracks {
                         video: Some(video),
@@ -936,10 +942,12 @@ impl RoomMedia {
             renditions: media.renditions.iter().map(|r| r.name.clone()).collect(),
             rtmp: media.rtmp.clone(),
         };
+        let keyframes_of = source_video.filter(|_| !built.transcode_video);
         state.broadcasts.insert(
             id.clone(),
             LiveBroadcast {
                 media,
+                keyframes_of,
                 composite,
                 viewers: HashMap::new(),
             },
@@ -1086,6 +1094,21 @@ impl RoomMedia {
                 inner.remove_elements_later(vec![bin]);
                 Err(MediaError::Pipeline("the broadcast ended".into()))
             }
+        }
+    }
+
+    /// Asks the publishers whose video broadcasts pass through for a
+    /// keyframe (call once per HLS segment: segments start at keyframes).
+    pub fn broadcast_keyframes(&self) {
+        let tracks: Vec<TrackId> = self
+            .inner
+            .lock()
+            .broadcasts
+            .values()
+            .filter_map(|b| b.keyframes_of.clone())
+            .collect();
+        for t in tracks {
+            self.request_keyframe(&t);
         }
     }
 
