@@ -112,7 +112,67 @@ fn ok_cors() -> warp::reply::Response {
     resp
 }
 
-/// The broadcast API, HLS, WHEP and WHIP.
+/// HLS playlists and segments (`/hls/{broadcast}/…`), public.
+pub fn hls_routes(app: Arc<App>) -> Route {
+    let hls_master = warp::path!("hls" / String / "index.m3u8")
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::header::optional::<String>("if-none-match"))
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String, inm: Option<String>, app: Arc<App>| async move {
+                let id = broadcast_id(&id)?;
+                let path = app.control.hls_dir().join(id.as_str()).join("index.m3u8");
+                hls_file(&app.hls_cache, &path, HlsKind::Master, inm)
+            },
+        );
+
+    let hls_file_route = warp::path!("hls" / String / String / String)
+        .and(warp::get().or(warp::head()).unify())
+        .and(warp::header::optional::<String>("if-none-match"))
+        .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("user-agent"))
+        .and(with_app(app.clone()))
+        .and_then(
+            |id: String,
+             rendition: String,
+             file: String,
+             inm: Option<String>,
+             addr: Option<SocketAddr>,
+             agent: Option<String>,
+             app: Arc<App>| async move {
+                let id = broadcast_id(&id)?;
+                let known = rendition == "source"
+                    || crate::media::broadcast::rendition(&rendition).is_some();
+                let kind = if file == "index.m3u8" {
+                    HlsKind::Playlist
+                } else if is_segment_name(&file) {
+                    HlsKind::Segment
+                } else {
+                    return Err(warp::reject::custom(ApiError::not_found("file")));
+                };
+                if !known {
+                    return Err(warp::reject::custom(ApiError::not_found("rendition")));
+                }
+                if kind == HlsKind::Playlist {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    addr.map(|a| a.ip()).hash(&mut h);
+                    agent.hash(&mut h);
+                    app.control.hls_seen(&id, h.finish());
+                }
+                let path = app
+                    .control
+                    .hls_dir()
+                    .join(id.as_str())
+                    .join(&rendition)
+                    .join(&file);
+                hls_file(&app.hls_cache, &path, kind, inm)
+            },
+        );
+
+    hls_master.or(hls_file_route).unify().boxed()
+}
+
+/// The broadcast API, WHEP and WHIP.
 pub fn routes(app: Arc<App>) -> Route {
     let start = warp::path!("api" / "v1" / "rooms" / String / "broadcasts")
         .and(warp::post())
@@ -181,61 +241,6 @@ pub fn routes(app: Arc<App>) -> Route {
             let body = app.control.create_ingest(&room_id(&id)?)?;
             Resp::Ok(json_status(&body, StatusCode::CREATED))
         });
-
-    let hls_master = warp::path!("hls" / String / "index.m3u8")
-        .and(warp::get().or(warp::head()).unify())
-        .and(warp::header::optional::<String>("if-none-match"))
-        .and(with_app(app.clone()))
-        .and_then(
-            |id: String, inm: Option<String>, app: Arc<App>| async move {
-                let id = broadcast_id(&id)?;
-                let path = app.control.hls_dir().join(id.as_str()).join("index.m3u8");
-                hls_file(&app.hls_cache, &path, HlsKind::Master, inm)
-            },
-        );
-
-    let hls_file_route = warp::path!("hls" / String / String / String)
-        .and(warp::get().or(warp::head()).unify())
-        .and(warp::header::optional::<String>("if-none-match"))
-        .and(warp::addr::remote())
-        .and(warp::header::optional::<String>("user-agent"))
-        .and(with_app(app.clone()))
-        .and_then(
-            |id: String,
-             rendition: String,
-             file: String,
-             inm: Option<String>,
-             addr: Option<SocketAddr>,
-             agent: Option<String>,
-             app: Arc<App>| async move {
-                let id = broadcast_id(&id)?;
-                let known = rendition == "source"
-                    || crate::media::broadcast::rendition(&rendition).is_some();
-                let kind = if file == "index.m3u8" {
-                    HlsKind::Playlist
-                } else if is_segment_name(&file) {
-                    HlsKind::Segment
-                } else {
-                    return Err(warp::reject::custom(ApiError::not_found("file")));
-                };
-                if !known {
-                    return Err(warp::reject::custom(ApiError::not_found("rendition")));
-                }
-                if kind == HlsKind::Playlist {
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    addr.map(|a| a.ip()).hash(&mut h);
-                    agent.hash(&mut h);
-                    app.control.hls_seen(&id, h.finish());
-                }
-                let path = app
-                    .control
-                    .hls_dir()
-                    .join(id.as_str())
-                    .join(&rendition)
-                    .join(&file);
-                hls_file(&app.hls_cache, &path, kind, inm)
-            },
-        );
 
     // CORS preflights of every WHEP/WHIP endpoint and resource.
     // (Paths first: a method filter first would turn other 404s into 405s.)
@@ -333,8 +338,6 @@ pub fn routes(app: Arc<App>) -> Route {
         stop.boxed(),
         public.boxed(),
         ingest.boxed(),
-        hls_master.boxed(),
-        hls_file_route.boxed(),
         preflights.boxed(),
         whep.boxed(),
         whep_delete.boxed(),

@@ -194,7 +194,9 @@ pub fn routes(
             "request"
         );
     });
-    rest::routes(app.clone())
+    // HLS first: its requests are the most numerous by far.
+    live::hls_routes(app.clone())
+        .or(rest::routes(app.clone()))
         .or(live::routes(app.clone()))
         .or(ws::route(app.clone()))
         .or(web::routes())
