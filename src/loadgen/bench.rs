@@ -175,7 +175,8 @@ fn janus_version() -> Option<String> {
         .map(|l| l.trim().to_owned())
 }
 
-fn machine() -> String {
+/// Cores, CPU model and memory of this machine, for benchmark reports.
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

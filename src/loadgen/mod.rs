@@ -4,12 +4,15 @@
 
 pub mod bench;
 pub mod counting;
+pub mod hlsbench;
 pub mod janus;
+pub mod latency;
 pub mod media;
 pub mod mixbench;
 pub mod peer;
 pub mod scenario;
 pub mod source;
+pub mod whepbench;
 pub mod whip;
 
 use clap::{Args, Subcommand};
@@ -43,6 +46,12 @@ pub enum Scenario {
     Bench(bench::BenchArgs),
     /// Cost of composing 4 × 360p into 720p30 H.264: roomcast's mixer and ffmpeg.
     Mixer(mixbench::MixerBenchArgs),
+    /// HLS requests/s served by roomcast and by nginx serving the same files.
+    Hls(hlsbench::HlsBenchArgs),
+    /// Glass-to-glass latency of a broadcast over WHEP and HLS.
+    Latency(latency::LatencyArgs),
+    /// WHEP viewers per core of server CPU (a broadcast of a WHIP ingest).
+    Whep(whepbench::WhepBenchArgs),
 }
 
 /// Flags of `loadgen peer`.
@@ -86,6 +95,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         Scenario::Mixer(a) => {
             return tokio::task::spawn_blocking(move || mixbench::run(a)).await?;
         }
+        Scenario::Hls(a) => return tokio::task::spawn_blocking(move || hlsbench::run(a)).await?,
+        Scenario::Latency(a) => return latency::run(a).await,
+        Scenario::Whep(a) => return whepbench::run(a).await,
     };
     let report = scenario::run(kind, &a).await?;
     scenario::print_table(std::slice::from_ref(&report));

@@ -2,11 +2,14 @@
 //! draft-ietf-wish-whep): no trickle ICE, the offer is posted once its
 //! candidates are gathered, the answer comes back in the 201.
 //!
-//! [`WhepViewer`] watches a broadcast and counts what it decodes;
-//! [`WhipPublisher`] publishes a test picture and tone into a room. Both are
-//! cheap enough to run many on a small machine (one pipeline each, decoded
-//! pictures go to a `fakesink`, not converted or copied).
+//! [`WhepViewer`] watches a broadcast and counts what it decodes (or, made
+//! with [`WhepViewer::connect_counting`], only counts the RTP packets it
+//! receives, for load); [`WhipPublisher`] publishes a test picture and tone
+//! into a room. Both are cheap enough to run many on a small machine (one
+//! pipeline each, decoded pictures go to a `fakesink`, not converted or
+//! copied).
 
+use super::counting::StreamCounter;
 pub use super::source::VideoCodec;
 use crate::config::IceSettings;
 use crate::media::{ice, peer as sdp_ops};
@@ -330,10 +333,82 @@ struct DecodedInfo {
     first_frame_ms: Option<u64>,
 }
 
-/// A WHEP viewer: receives a broadcast's video and audio and decodes them.
+/// RTP packets a counting viewer received (after webrtcbin, not decoded).
+#[derive(Default)]
+struct Counted {
+    video: Mutex<StreamCounter>,
+    audio: Mutex<StreamCounter>,
+    /// Arrival against media time of the video.
+    video_clock: Mutex<VideoClock>,
+}
+
+/// Arrival time against media time (RTP timestamps) of a received stream.
+#[derive(Debug, Clone, Copy, Default)]
+struct VideoClock {
+    last_ts: Option<u32>,
+    /// Media time since the first packet, ms (timestamps unwrapped).
+    media_ms: f64,
+    /// Arrival minus media time of the latest packet, ms.
+    transit_ms: f64,
+    /// … its smallest value so far.
+    min_transit_ms: Option<f64>,
+}
+
+/// How late a counting viewer's video arrives, from its RTP timestamps.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct VideoDelay {
+    /// Arrival minus media time of the latest packet, ms, on the viewer's
+    /// own scale (only differences mean something: two readings tell how
+    /// much further behind real time the viewer fell in between).
+    pub transit_ms: f64,
+    /// How much later the latest packet arrived than the earliest-arriving
+    /// one so far, relative to media time, ms: the delay added since the
+    /// viewer's best moment (a backlog upstream of it, and jitter).
+    pub extra_ms: f64,
+}
+
+/// What webrtcbin's `get-stats` says of the RTP a viewer received, summed
+/// over its inbound streams (video and audio).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct InboundRtp {
+    /// `packets-received`.
+    pub packets_received: u64,
+    /// `packets-lost` (expected from the sequence numbers, not received).
+    pub packets_lost: i64,
+    /// `bytes-received`.
+    pub bytes_received: u64,
+    /// Inbound streams reported.
+    pub streams: usize,
+}
+
+/// A field of a stats structure as an `i64`, whatever integer type it has.
+fn stat_i64(s: &gst::StructureRef, field: &str) -> Option<i64> {
+    let v = s.value(field).ok()?;
+    if let Ok(x) = v.get::<u64>() {
+        return i64::try_from(x).ok();
+    }
+    if let Ok(x) = v.get::<i64>() {
+        return Some(x);
+    }
+    if let Ok(x) = v.get::<u32>() {
+        return Some(i64::from(x));
+    }
+    v.get::<i32>().ok().map(i64::from)
+}
+
+/// How a viewer handles what it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ViewerMode {
+    Decode,
+    Count,
+}
+
+/// A WHEP viewer: receives a broadcast's video and audio and decodes them
+/// (or only counts their packets: [`WhepViewer::connect_counting`]).
 pub struct WhepViewer {
     endpoint: Endpoint,
     decoded: Arc<Decoded>,
+    counted: Arc<Counted>,
     resource_url: String,
     token: Option<String>,
     /// The answer the server sent.
@@ -352,12 +427,40 @@ impl WhepViewer {
         token: Option<&str>,
         ice_local_ips: &[IpAddr],
     ) -> anyhow::Result<Self> {
+        Self::open(whep_url, token, ice_local_ips, ViewerMode::Decode).await
+    }
+
+    /// A viewer for load: receives like [`WhepViewer::connect_on`] but
+    /// decodes nothing; each stream ends, after webrtcbin (its jitterbuffer
+    /// set to no latency), in a `fakesink` that counts RTP packets, bytes and
+    /// sequence gaps ([`WhepViewer::received`]). webrtcbin's own view of
+    /// loss is [`WhepViewer::inbound_rtp`].
+    pub async fn connect_counting(
+        whep_url: &str,
+        token: Option<&str>,
+        ice_local_ips: &[IpAddr],
+    ) -> anyhow::Result<Self> {
+        Self::open(whep_url, token, ice_local_ips, ViewerMode::Count).await
+    }
+
+    async fn open(
+        whep_url: &str,
+        token: Option<&str>,
+        ice_local_ips: &[IpAddr],
+        mode: ViewerMode,
+    ) -> anyhow::Result<Self> {
         let mut endpoint = recvonly_endpoint(ice_local_ips)?;
         let decoded: Arc<Decoded> = Arc::default();
+        let counted: Arc<Counted> = Arc::default();
         let answered: Arc<Mutex<Option<Instant>>> = Arc::default();
+        if mode == ViewerMode::Count {
+            // Count packets as they arrive: no playout delay.
+            endpoint.webrtcbin.set_property("latency", 0u32);
+        }
         {
             let pipeline = endpoint.pipeline.downgrade();
             let decoded = decoded.clone();
+            let counted = counted.clone();
             let answered = answered.clone();
             endpoint.webrtcbin.connect_pad_added(move |_, pad| {
                 if pad.direction() != gst::PadDirection::Src {
@@ -366,8 +469,16 @@ impl WhepViewer {
                 let Some(pipeline) = pipeline.upgrade() else {
                     return;
                 };
-                if let Err(e) = attach_decoder(&pipeline, pad, decoded.clone(), answered.clone()) {
-                    tracing::warn!("WHEP viewer cannot decode: {e}");
+                let attached = match mode {
+                    ViewerMode::Decode => {
+                        attach_decoder(&pipeline, pad, decoded.clone(), answered.clone())
+                    }
+                    ViewerMode::Count => {
+                        attach_counter(&pipeline, pad, counted.clone(), answered.clone())
+                    }
+                };
+                if let Err(e) = attached {
+                    tracing::warn!("WHEP viewer cannot receive: {e}");
                 }
             });
         }
@@ -377,6 +488,7 @@ impl WhepViewer {
         Ok(Self {
             endpoint,
             decoded,
+            counted,
             resource_url: created.resource_url,
             token: token.map(str::to_owned),
             answer: created.answer,
@@ -410,6 +522,60 @@ impl WhepViewer {
             connection_state: self.endpoint.connection_state(),
             errors: lock(&self.endpoint.errors).clone(),
         }
+    }
+
+    /// RTP received so far by a counting viewer: (video, audio); empty
+    /// counters for a decoding one.
+    pub fn received(&self) -> (StreamCounter, StreamCounter) {
+        (
+            lock(&self.counted.video).clone(),
+            lock(&self.counted.audio).clone(),
+        )
+    }
+
+    /// How late a counting viewer's video arrives (`None` before its first
+    /// video packet, or for a decoding viewer).
+    pub fn video_delay(&self) -> Option<VideoDelay> {
+        let c = *lock(&self.counted.video_clock);
+        Some(VideoDelay {
+            transit_ms: c.transit_ms,
+            extra_ms: c.transit_ms - c.min_transit_ms?,
+        })
+    }
+
+    /// webrtcbin's connection state (`connected`, `failed`, …).
+    pub fn connection_state(&self) -> String {
+        self.endpoint.connection_state()
+    }
+
+    /// webrtcbin's `get-stats`: the `inbound-rtp` entries, summed.
+    pub async fn inbound_rtp(&self) -> anyhow::Result<InboundRtp> {
+        let (promise, fut) = gst::Promise::new_future();
+        self.endpoint
+            .webrtcbin
+            .emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
+        let reply = tokio::time::timeout(Duration::from_secs(5), fut)
+            .await
+            .map_err(|_| anyhow!("get-stats: no reply within 5 s"))?
+            .map_err(|e| anyhow!("get-stats: {e:?}"))?
+            .ok_or_else(|| anyhow!("get-stats: empty reply"))?;
+        let mut sum = InboundRtp::default();
+        for (_, value) in reply.iter() {
+            let Ok(stat) = value.get::<gst::Structure>() else {
+                continue;
+            };
+            let inbound = stat
+                .get::<gst_webrtc::WebRTCStatsType>("type")
+                .is_ok_and(|t| t == gst_webrtc::WebRTCStatsType::InboundRtp);
+            if !inbound {
+                continue;
+            }
+            sum.streams += 1;
+            sum.packets_received += stat_i64(&stat, "packets-received").unwrap_or(0).max(0) as u64;
+            sum.packets_lost += stat_i64(&stat, "packets-lost").unwrap_or(0);
+            sum.bytes_received += stat_i64(&stat, "bytes-received").unwrap_or(0).max(0) as u64;
+        }
+        Ok(sum)
     }
 
     /// Ends the session (HTTP DELETE on its resource, with the token it was
@@ -503,6 +669,71 @@ fn attach_decoder(
     Ok(())
 }
 
+/// Counts the RTP packets of one received stream in a `fakesink`.
+fn attach_counter(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    counted: Arc<Counted>,
+    answered: Arc<Mutex<Option<Instant>>>,
+) -> anyhow::Result<()> {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let s = caps.structure(0);
+    let encoding = s
+        .and_then(|s| s.get::<&str>("encoding-name").ok())
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    let rate = s
+        .and_then(|s| s.get::<i32>("clock-rate").ok())
+        .unwrap_or(90_000)
+        .max(0) as u32;
+    let is_video = encoding != "OPUS";
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .property("enable-last-sample", false)
+        .build()
+        .context("fakesink")?;
+    let sink_pad = sink
+        .static_pad("sink")
+        .ok_or_else(|| anyhow!("fakesink without sink pad"))?;
+    let since = lock(&answered).unwrap_or_else(Instant::now);
+    sink_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
+            && let Ok(map) = buffer.map_readable()
+            && map.len() >= 12
+        {
+            let seq = u16::from_be_bytes([map[2], map[3]]);
+            let ts = u32::from_be_bytes([map[4], map[5], map[6], map[7]]);
+            let arrival = since.elapsed().as_secs_f64() * 1000.0;
+            if is_video && rate > 0 {
+                let mut c = lock(&counted.video_clock);
+                if let Some(last) = c.last_ts {
+                    c.media_ms +=
+                        f64::from(ts.wrapping_sub(last) as i32) * 1000.0 / f64::from(rate);
+                }
+                c.last_ts = Some(ts);
+                c.transit_ms = arrival - c.media_ms;
+                c.min_transit_ms = Some(
+                    c.min_transit_ms
+                        .map_or(c.transit_ms, |m| m.min(c.transit_ms)),
+                );
+            }
+            let counter = if is_video {
+                &counted.video
+            } else {
+                &counted.audio
+            };
+            lock(counter).record(seq, ts, rate, arrival, map.len(), false);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.add(&sink)?;
+    sink.sync_state_with_parent()?;
+    pad.link(&sink_pad)
+        .map_err(|e| anyhow!("link counter: {e:?}"))?;
+    Ok(())
+}
+
 /// What a [`WhipPublisher`] sends.
 #[derive(Debug, Clone)]
 pub struct WhipOptions {
@@ -516,6 +747,11 @@ pub struct WhipOptions {
     pub width: u32,
     /// Picture height.
     pub height: u32,
+    /// `videotestsrc` pattern (`solid-color`, or e.g. `snow` for a picture
+    /// that fills the bitrate).
+    pub pattern: String,
+    /// Video bitrate, kbit/s.
+    pub video_kbps: u32,
     /// Addresses for ICE host candidates.
     pub ice_local_ips: Vec<IpAddr>,
 }
@@ -525,7 +761,8 @@ pub struct WhipOptions {
 pub const WHIP_COLOR: u32 = 0xff8000;
 
 impl WhipOptions {
-    /// 640x360 at 30 fps in `codec`, [`WHIP_COLOR`], a 440 Hz tone, 127.0.0.1.
+    /// 640x360 at 30 fps in `codec`, 1000 kbit/s at most, [`WHIP_COLOR`]
+    /// (solid), a 440 Hz tone, 127.0.0.1.
     pub fn new(codec: VideoCodec) -> Self {
         Self {
             codec,
@@ -533,6 +770,8 @@ impl WhipOptions {
             freq: 440.0,
             width: 640,
             height: 360,
+            pattern: "solid-color".into(),
+            video_kbps: 1000,
             ice_local_ips: vec![IpAddr::from([127, 0, 0, 1])],
         }
     }
@@ -569,17 +808,19 @@ impl WhipPublisher {
         let color = format!("{:#010x}", 0xff00_0000u32 | (opts.color & 0xff_ffff));
         // A leaky queue in front of each encoder: until the answer, webrtcbin
         // holds the payloaders' buffers, and the live sources must not stall.
+        let kbps = opts.video_kbps.max(1);
         let encoder = match opts.codec {
-            VideoCodec::H264 => {
-                "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 bitrate=1000 ! video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 mtu=1200 config-interval=-1 aggregate-mode=zero-latency"
-            }
-            VideoCodec::Vp8 => {
-                "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 target-bitrate=1000000 end-usage=cbr error-resilient=default ! rtpvp8pay pt=96 mtu=1200 picture-id-mode=15-bit"
-            }
+            VideoCodec::H264 => format!(
+                "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 bitrate={kbps} ! video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 mtu=1200 config-interval=-1 aggregate-mode=zero-latency"
+            ),
+            VideoCodec::Vp8 => format!(
+                "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 target-bitrate={} end-usage=cbr error-resilient=default ! rtpvp8pay pt=96 mtu=1200 picture-id-mode=15-bit",
+                u64::from(kbps) * 1000
+            ),
         };
         let video = format!(
-            "videotestsrc is-live=true pattern=solid-color foreground-color={color} ! video/x-raw,format=I420,width={},height={},framerate=30/1 ! queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=200000000 ! {encoder} name=pay",
-            opts.width, opts.height
+            "videotestsrc is-live=true pattern={} foreground-color={color} ! video/x-raw,format=I420,width={},height={},framerate=30/1 ! queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=200000000 ! {encoder} name=pay",
+            opts.pattern, opts.width, opts.height
         );
         let audio = format!(
             "audiotestsrc is-live=true wave=sine freq={} volume=0.4 ! audio/x-raw,rate=48000,channels=1 ! audioconvert ! audioresample ! queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=200000000 ! opusenc bitrate=32000 ! rtpopuspay pt=111 name=pay",
