@@ -429,7 +429,12 @@ struct OnAir {
     built: bool,
     /// The participant it shows (it ends when they leave).
     source: Option<ParticipantId>,
+    /// Failed attempts to build its outputs.
+    failures: u32,
 }
+
+/// Attempts (one per second) to build a broadcast before it fails.
+const BROADCAST_BUILD_ATTEMPTS: u32 = 5;
 
 /// How often speakers are re-evaluated.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(200);
@@ -1903,6 +1908,7 @@ impl Room {
             since: Instant::now(),
             built: false,
             source: None,
+            failures: 0,
         });
         self.build_broadcasts();
         self.announce_room();
@@ -1983,8 +1989,12 @@ impl Room {
                 // The source has no video (yet): try again later.
                 Err(MediaError::NoPeer) => {}
                 Err(e) => {
-                    tracing::warn!(broadcast = %b.id, "cannot start the broadcast: {e}");
-                    b.end(Some(e.to_string()));
+                    // Elements were removed again; try on the next tick.
+                    self.on_air[i].failures += 1;
+                    tracing::warn!(broadcast = %b.id, attempt = self.on_air[i].failures, "cannot start the broadcast: {e}");
+                    if self.on_air[i].failures >= BROADCAST_BUILD_ATTEMPTS {
+                        b.end(Some(e.to_string()));
+                    }
                 }
             }
         }

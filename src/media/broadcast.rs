@@ -380,12 +380,12 @@ impl BroadcastMedia {
                 .request_pad_simple("src_%u")
                 .ok_or_else(|| MediaError::Pipeline("tee refused a pad".into()))?;
             self.links.push((tee.clone(), tee_pad.clone()));
-            // No caps check at link time: these chains are built for the
-            // tee's format, and the check sometimes failed (`Noformat`)
-            // while the branch was still settling; caps are negotiated
-            // with the first buffer.
+            // With the caps check: a branch that cannot take the tee's
+            // format must fail here, not later (not-negotiated would stop
+            // the tee for the whole room). The check sometimes fails
+            // (`Noformat`) while things settle; the room retries.
             tee_pad
-                .link_full(&sink, gst::PadLinkCheck::HIERARCHY)
+                .link(&sink)
                 .map_err(|e| MediaError::Pipeline(format!("link broadcast: {e:?}")))?;
         }
         Ok(())

@@ -430,7 +430,7 @@ async function watchBroadcast(server, browser) {
   assert(await gina.getByTestId('broadcast').isHidden(), 'guests have no broadcast button');
   const button = hank.getByTestId('broadcast');
   await button.click();
-  await waitFor('broadcast pressed', 10000, async () => (await button.getAttribute('aria-pressed')) === 'true');
+  await waitFor('broadcast pressed', 15000, async () => (await button.getAttribute('aria-pressed')) === 'true');
   for (const p of [hank, gina]) {
     await waitFor('the live indicator', 10000, async () => p.getByTestId('live-indicator').isVisible());
   }
