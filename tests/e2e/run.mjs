@@ -71,9 +71,17 @@ class Server {
 
   async kill() {
     if (!this.proc) return;
+    // A server that is already gone (crashed) never emits 'exit' again.
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
+      this.crashed = this.crashed || !this.killing;
+      this.proc = null;
+      return;
+    }
+    this.killing = true;
     const exited = new Promise((r) => this.proc.once('exit', r));
     this.proc.kill('SIGKILL');
     await exited;
+    this.killing = false;
     this.proc = null;
   }
 
@@ -491,6 +499,10 @@ async function main() {
   } finally {
     await browser.close();
     await server.cleanup();
+  }
+  if (server.crashed) {
+    failed += 1;
+    log('FAIL the server exited by itself during the run');
   }
   if (failed) {
     log(`${failed} end-to-end test(s) failed`);
