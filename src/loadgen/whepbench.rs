@@ -2,19 +2,23 @@
 //! carries at < 1 % loss.
 //!
 //! Starts a release server of its own (this binary, a temp data dir, ICE on
-//! 127.0.0.1; run it in a network namespace with only `lo`, as
-//! `scripts/bench whep` does), creates a listed room and an ingest, publishes
-//! into it over WHIP (H.264 from x264, a picture that fills the bitrate) and
-//! starts a broadcast of the ingest with WHEP only: a passthrough, the server
-//! runs no video encoder and its cost is per viewer (SRTP and a `sendmsg`
-//! per packet). Then viewers join in steps; each is a webrtcbin that counts
-//! the RTP it receives without decoding it. Per step, after a settle time,
-//! the window measures the server's CPU (`/proc/<pid>/stat`), loss as
-//! webrtcbin's `get-stats` reports it (inbound-rtp `packets-lost` against
-//! `packets-received`), sequence gaps after the jitterbuffer, what reached
-//! the viewers against what the publisher sent, and `viewers.whep` from the
-//! API. It stops after the first step with loss ≥ `--max-loss`, a viewer
-//! that received nothing, or the whole machine busy.
+//! 127.0.0.1, `RUST_LOG=warn`, by default under `chrt --rr 1`; run it in a
+//! network namespace with only `lo`, as `scripts/bench whep` does), creates a
+//! listed room and an ingest, publishes into it over WHIP (H.264 from x264,
+//! a picture that fills the bitrate) and starts a broadcast of the ingest
+//! with WHEP only: a passthrough, the server runs no video encoder and its
+//! cost is per viewer (SRTP and a `sendmsg` per packet). Then viewers join in
+//! steps; each is a webrtcbin that counts the RTP it receives without
+//! decoding it. Per step, after a settle time, the window measures the
+//! server's CPU (`/proc/<pid>/stat`), loss as webrtcbin's `get-stats` reports
+//! it (inbound-rtp `packets-lost` against `packets-received`), sequence gaps
+//! after the jitterbuffer, what reached the viewers against what the
+//! publisher sent, how much further behind real time the video arrives (RTP
+//! timestamps against arrival), the namespace's UDP counters and
+//! `viewers.whep` from the API. It stops after the first step with loss ≥
+//! `--max-loss`, less than `--min-delivered` of the video delivered, a viewer
+//! that received nothing, a viewer count the API disagrees with, or the whole
+//! machine busy.
 
 use super::counting::StreamCounter;
 use super::scenario::{ProcSample, sample_process};
@@ -103,6 +107,15 @@ pub enum Sched {
     Normal,
 }
 
+/// A step whose video delay moves faster than this (ms per second, either
+/// way) is not in a steady state: a backlog is building up or draining.
+const MAX_DRIFT_MS_PER_S: f64 = 50.0;
+/// CPU of other processes above which a step is flagged, cores.
+const OTHERS_NOTED: f64 = 0.10;
+/// Share of its 0-viewer video rate the publisher must keep for a step to
+/// count.
+const MIN_PUBLISHED: f64 = 0.9;
+
 const ADMIN: &str = "whep-bench-admin-token-0123456789";
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
@@ -145,6 +158,14 @@ pub struct Step {
     pub gaps_pct: f64,
     /// Video packets received ÷ (video packets published × viewers), percent.
     pub video_delivered_pct: Option<f64>,
+    /// Audio packets received ÷ (audio packets published × viewers), percent.
+    pub audio_delivered_pct: Option<f64>,
+    /// Video packets the publisher sent per second (it shares the machine:
+    /// when the load generator runs out of CPU its encoder slows down and
+    /// every viewer gets less to carry).
+    pub published_video_pps: f64,
+    /// The server's busiest threads (name, cores) over the window.
+    pub busiest_threads: Vec<(String, f64)>,
     /// Viewers that received no packet in the window.
     pub silent: usize,
     /// How much further behind real time the viewers' video arrives at the
@@ -359,6 +380,24 @@ fn udp_counters() -> (u64, u64, u64) {
     )
 }
 
+/// CPU seconds so far of each thread of `pid`: (tid, name, seconds).
+fn thread_cpu(pid: u32) -> Vec<(u32, String, f64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            Some((tid, name, (ticks(11) + ticks(12)) / 100.0))
+        })
+        .collect()
+}
+
 /// Everything read at one end of a window.
 struct Snapshot {
     at: Instant,
@@ -366,7 +405,8 @@ struct Snapshot {
     loadgen: ProcSample,
     machine: (u64, u64),
     udp: (u64, u64, u64),
-    sent_video: u64,
+    sent: (u64, u64),
+    threads: Vec<(u32, String, f64)>,
     received: Vec<(StreamCounter, StreamCounter)>,
     delays: Vec<Option<VideoDelay>>,
     inbound: Vec<InboundRtp>,
@@ -379,7 +419,8 @@ async fn snapshot(server_pid: u32, publisher: &WhipPublisher, viewers: &[WhepVie
     let loadgen = sample_process(std::process::id()).unwrap_or_default();
     let machine = machine_jiffies();
     let udp = udp_counters();
-    let sent_video = publisher.sent().0;
+    let sent = publisher.sent();
+    let threads = thread_cpu(server_pid);
     let received = viewers.iter().map(WhepViewer::received).collect();
     let delays = viewers.iter().map(WhepViewer::video_delay).collect();
     let mut inbound = Vec::with_capacity(viewers.len());
@@ -392,7 +433,8 @@ async fn snapshot(server_pid: u32, publisher: &WhipPublisher, viewers: &[WhepVie
         loadgen,
         machine,
         udp,
-        sent_video,
+        sent,
+        threads,
         received,
         delays,
         inbound,
@@ -427,7 +469,8 @@ fn measure(
         0.0
     };
     let n = viewers.len();
-    let (mut packets, mut bytes, mut expected, mut video_packets) = (0u64, 0u64, 0u64, 0u64);
+    let (mut packets, mut bytes, mut expected, mut video_packets, mut audio_packets) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut silent = 0;
     for i in 0..n {
         let before = a.received.get(i).cloned().unwrap_or_default();
@@ -439,6 +482,7 @@ fn measure(
         }
         packets += p;
         video_packets += after.0.packets.saturating_sub(before.0.packets);
+        audio_packets += after.1.packets.saturating_sub(before.1.packets);
         bytes += (after.0.bytes + after.1.bytes).saturating_sub(before.0.bytes + before.1.bytes);
         expected += (after.0.expected + after.1.expected)
             .saturating_sub(before.0.expected + before.1.expected);
@@ -461,7 +505,23 @@ fn measure(
         })
         .collect();
     let extra: Vec<f64> = b.delays.iter().flatten().map(|d| d.extra_ms).collect();
-    let sent = b.sent_video.saturating_sub(a.sent_video);
+    let sent = b.sent.0.saturating_sub(a.sent.0);
+    let sent_audio = b.sent.1.saturating_sub(a.sent.1);
+    // The server's busiest threads over the window.
+    let mut busiest: Vec<(String, f64)> = b
+        .threads
+        .iter()
+        .map(|(tid, name, cpu)| {
+            let before = a
+                .threads
+                .iter()
+                .find(|(t, _, _)| t == tid)
+                .map_or(0.0, |(_, _, c)| *c);
+            (name.clone(), (cpu - before) / seconds)
+        })
+        .collect();
+    busiest.sort_by(|x, y| y.1.total_cmp(&x.1));
+    busiest.truncate(3);
     let cpu_s = server_cores * seconds;
     Step {
         target,
@@ -502,6 +562,10 @@ fn measure(
         },
         video_delivered_pct: (sent > 0 && n > 0)
             .then(|| video_packets as f64 / (sent as f64 * n as f64) * 100.0),
+        published_video_pps: sent as f64 / seconds,
+        audio_delivered_pct: (sent_audio > 0 && n > 0)
+            .then(|| audio_packets as f64 / (sent_audio as f64 * n as f64) * 100.0),
+        busiest_threads: busiest,
         silent,
         lag_growth_ms_per_s: (!lags.is_empty())
             .then(|| lags.iter().sum::<f64>() / lags.len() as f64),
@@ -531,11 +595,8 @@ fn opt(v: Option<f64>, digits: usize) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-/// Header of [`table_row`].
-pub const TABLE_HEADER: &str = "| viewers (`viewers.whep`) | server CPU % (1 core) | viewers per core | per core above 0-viewer CPU | packets/s each | kbit/s each | packets per server CPU-s | loss % (get-stats) | seq gaps % | video delivered % | falls behind ms/s (mean / max) | delay added ms (mean / max) | UDP datagrams out/s | server RSS MiB | server threads | machine busy % (all cores) | loadgen CPU % (1 core) | other CPU % (1 core) | loadgen RSS MiB | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
-
-/// One step as a markdown table row.
-pub fn table_row(s: &Step) -> String {
+/// The columns of a step: (header, value, also in the docs' shorter table).
+fn columns(s: &Step) -> Vec<(&'static str, String, bool)> {
     let mut notes = Vec::new();
     if s.viewers != s.target {
         notes.push(format!("{} of {} joined", s.viewers, s.target));
@@ -546,47 +607,209 @@ pub fn table_row(s: &Step) -> String {
     if s.not_connected > 0 {
         notes.push(format!("{} not connected", s.not_connected));
     }
+    if s.others_cores > OTHERS_NOTED {
+        notes.push(format!(
+            "other work on the machine: {:.0} % of a core",
+            s.others_cores * 100.0
+        ));
+    }
     if s.udp_rcvbuf_drops > 0 {
         notes.push(format!("{} UDP receive-buffer drops", s.udp_rcvbuf_drops));
     }
-    format!(
-        "| {} ({}) | {:.1} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {} / {} | {} / {} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
-        s.viewers,
-        s.api_viewers
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "–".into()),
-        s.server_cores * 100.0,
-        opt(s.viewers_per_core, 0),
-        opt(s.viewers_per_core_above_idle, 0),
-        s.packets_per_s_each,
-        s.kbit_per_s_each,
-        opt(s.packets_per_cpu_s, 0),
-        s.loss_pct,
-        s.gaps_pct,
-        opt(s.video_delivered_pct, 1),
-        opt(s.lag_growth_ms_per_s, 0),
-        opt(s.lag_growth_max_ms_per_s, 0),
-        opt(s.extra_delay_ms, 0),
-        opt(s.extra_delay_max_ms, 0),
-        s.udp_out_per_s,
-        s.server_rss_mib,
-        s.server_threads,
-        s.machine_busy_pct,
-        s.loadgen_cores * 100.0,
-        s.others_cores * 100.0,
-        s.loadgen_rss_mib,
-        notes.join("; "),
-    )
+    let pair = |a: Option<f64>, b: Option<f64>, digits: usize| {
+        format!("{} / {}", opt(a, digits), opt(b, digits))
+    };
+    let api = s
+        .api_viewers
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "–".into());
+    vec![
+        (
+            "viewers (`viewers.whep`)",
+            format!("{} ({api})", s.viewers),
+            true,
+        ),
+        (
+            "server CPU % (1 core)",
+            format!("{:.1}", s.server_cores * 100.0),
+            true,
+        ),
+        ("viewers per core", opt(s.viewers_per_core, 0), true),
+        (
+            "per core above 0-viewer CPU",
+            opt(s.viewers_per_core_above_idle, 0),
+            true,
+        ),
+        (
+            "packets/s each",
+            format!("{:.0}", s.packets_per_s_each),
+            true,
+        ),
+        ("kbit/s each", format!("{:.0}", s.kbit_per_s_each), true),
+        (
+            "packets per server CPU-s",
+            opt(s.packets_per_cpu_s, 0),
+            true,
+        ),
+        ("loss % (get-stats)", format!("{:.2}", s.loss_pct), true),
+        ("seq gaps %", format!("{:.2}", s.gaps_pct), true),
+        (
+            "video / audio delivered %",
+            pair(s.video_delivered_pct, s.audio_delivered_pct, 1),
+            true,
+        ),
+        (
+            "falls behind ms/s (mean / max)",
+            pair(s.lag_growth_ms_per_s, s.lag_growth_max_ms_per_s, 0),
+            true,
+        ),
+        (
+            "delay added ms (mean / max)",
+            pair(s.extra_delay_ms, s.extra_delay_max_ms, 0),
+            true,
+        ),
+        (
+            "UDP datagrams out/s",
+            format!("{:.0}", s.udp_out_per_s),
+            false,
+        ),
+        ("server RSS MiB", format!("{:.0}", s.server_rss_mib), false),
+        ("server threads", s.server_threads.to_string(), false),
+        (
+            "machine busy % (all cores)",
+            format!("{:.0}", s.machine_busy_pct),
+            true,
+        ),
+        (
+            "loadgen CPU % (1 core)",
+            format!("{:.0}", s.loadgen_cores * 100.0),
+            true,
+        ),
+        (
+            "other CPU % (1 core)",
+            format!("{:.0}", s.others_cores * 100.0),
+            false,
+        ),
+        (
+            "loadgen RSS MiB",
+            format!("{:.0}", s.loadgen_rss_mib),
+            false,
+        ),
+        (
+            "busiest server threads (% of a core)",
+            s.busiest_threads
+                .iter()
+                .map(|(name, cores)| format!("{name} {:.0}", cores * 100.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            true,
+        ),
+        ("notes", notes.join("; "), true),
+    ]
 }
 
-fn table(steps: &[Step]) -> String {
-    let mut out = String::from(TABLE_HEADER);
-    out.push('\n');
+/// The steps as a markdown table: every column, or (`short`) those the
+/// docs show.
+pub fn table(steps: &[Step], short: bool) -> String {
+    let keep = |c: &(&str, String, bool)| !short || c.2;
+    let Some(first) = steps.first() else {
+        return String::new();
+    };
+    let heads: Vec<&str> = columns(first)
+        .iter()
+        .filter(|c| keep(c))
+        .map(|c| c.0)
+        .collect();
+    let mut out = format!(
+        "| {} |\n|{}\n",
+        heads.join(" | "),
+        "---|".repeat(heads.len())
+    );
     for s in steps {
-        out.push_str(&table_row(s));
+        out.push_str(&table_row(s, short));
         out.push('\n');
     }
     out
+}
+
+/// One step as a markdown table row (see [`table`]).
+pub fn table_row(s: &Step, short: bool) -> String {
+    let cells: Vec<String> = columns(s)
+        .into_iter()
+        .filter(|c| !short || c.2)
+        .map(|c| c.1)
+        .collect();
+    format!("| {} |", cells.join(" | "))
+}
+
+/// `scripts/bench whep` with the flags of this run (output files left out).
+fn command_line() -> String {
+    let mut words = vec!["scripts/bench".to_owned(), "whep".to_owned()];
+    let mut args = std::env::args().skip_while(|a| a != "whep").skip(1);
+    while let Some(a) = args.next() {
+        if a == "--write" || a == "--json" {
+            args.next();
+        } else if !a.starts_with("--write=") && !a.starts_with("--json=") {
+            words.push(a);
+        }
+    }
+    words.join(" ")
+}
+
+/// Why a step does not pass (empty: it does).
+fn failures_of(s: &Step, args: &WhepBenchArgs, idle: Option<&Step>) -> Vec<String> {
+    let mut why = Vec::new();
+    if let Some(idle) = idle.filter(|i| i.published_video_pps > 0.0)
+        && s.published_video_pps < idle.published_video_pps * MIN_PUBLISHED
+    {
+        why.push(format!(
+            "the publisher sent {:.0} video packets/s, < {:.0} % of its {:.0} with no viewer \
+             (the load generator is out of CPU)",
+            s.published_video_pps,
+            MIN_PUBLISHED * 100.0,
+            idle.published_video_pps
+        ));
+    }
+    if s.loss_pct >= args.max_loss {
+        why.push(format!("loss {:.2} % ≥ {} %", s.loss_pct, args.max_loss));
+    }
+    if s.gaps_pct >= args.max_loss {
+        why.push(format!(
+            "sequence gaps after the viewers' jitterbuffers {:.2} % ≥ {} %",
+            s.gaps_pct, args.max_loss
+        ));
+    }
+    for (what, pct) in [
+        ("video", s.video_delivered_pct),
+        ("audio", s.audio_delivered_pct),
+    ] {
+        if pct.is_some_and(|d| d < args.min_delivered) {
+            why.push(format!(
+                "the viewers received {} % of the published {what} (< {} %)",
+                opt(pct, 1),
+                args.min_delivered
+            ));
+        }
+    }
+    if s.lag_growth_ms_per_s
+        .is_some_and(|l| l.abs() > MAX_DRIFT_MS_PER_S)
+    {
+        why.push(format!(
+            "the video's delay moved by {} ms per second (a backlog building up or draining)",
+            opt(s.lag_growth_ms_per_s, 0)
+        ));
+    }
+    if s.silent > 0 {
+        why.push(format!("{} viewers received nothing", s.silent));
+    }
+    if s.api_viewers != Some(s.viewers as u64) {
+        why.push(format!(
+            "the API counts {} WHEP viewers, {} are connected",
+            opt(s.api_viewers.map(|v| v as f64), 0),
+            s.viewers
+        ));
+    }
+    why
 }
 
 /// Runs the benchmark.
@@ -628,7 +851,7 @@ pub async fn run(args: WhepBenchArgs) -> anyhow::Result<()> {
             eprintln!("  {l}");
         }
     }
-    let out = table(&report.steps);
+    let out = table(&report.steps, false);
     println!("\n{out}\n{}", report.stopped);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
@@ -642,14 +865,20 @@ pub async fn run(args: WhepBenchArgs) -> anyhow::Result<()> {
             bail!("{} has no {start} … {end} markers", path.display());
         };
         let block = format!(
-            "{start}\nMeasured {} on {}; {}; published {}; {} s settle + {} s measured per step; \
-             command: `scripts/bench whep`.\n\n{out}\n{}\n{end}",
+            "{start}\nMeasured {} on {}; {}; published {}; server scheduled {}; {} s settle + {} s measured per step; \
+             command: `{}`.\n\n{}\n{}\n{end}",
             report.at,
             report.machine,
             report.gstreamer,
             report.published,
+            match args.server_sched {
+                Sched::Rr => "`chrt --rr 1` (SCHED_RR)",
+                Sched::Normal => "normally (CFS, like the load generator)",
+            },
             args.settle,
             args.seconds,
+            command_line(),
+            table(&report.steps, true),
             report.stopped,
         );
         let doc = format!("{}{}{}", &doc[..a], block, &doc[b + end.len()..]);
@@ -844,45 +1073,20 @@ async fn bench(
             idle_cores = Some(step.server_cores);
         }
         progress("");
-        eprintln!("\r{}", table_row(&step));
-        let behind = step
-            .video_delivered_pct
-            .is_some_and(|d| d < args.min_delivered);
-        let failed = step.loss_pct >= args.max_loss
-            || behind
-            || step.silent > 0
-            || step.api_viewers != Some(step.viewers as u64);
+        eprintln!("\r{}", table_row(&step, false));
+        let failures_of_step = failures_of(&step, args, report.steps.first());
         let saturated = step.machine_busy_pct >= args.max_busy;
         report.steps.push(step);
-        if !args.all_steps && target > 0 && (failed || saturated) {
+        if !args.all_steps && target > 0 && (!failures_of_step.is_empty() || saturated) {
             let s = report.steps.last().expect("pushed");
-            report.stopped = format!(
-                "Stopped after {} viewers: {}.",
-                s.viewers,
-                [
-                    (s.loss_pct >= args.max_loss)
-                        .then(|| format!("loss {:.2} % ≥ {} %", s.loss_pct, args.max_loss)),
-                    behind.then(|| format!(
-                        "the viewers received {} % of the published video (< {} %)",
-                        opt(s.video_delivered_pct, 1),
-                        args.min_delivered
-                    )),
-                    (s.silent > 0).then(|| format!("{} viewers received nothing", s.silent)),
-                    (s.api_viewers != Some(s.viewers as u64)).then(|| format!(
-                        "the API counts {} WHEP viewers, {} are connected",
-                        opt(s.api_viewers.map(|v| v as f64), 0),
-                        s.viewers
-                    )),
-                    saturated.then(|| format!(
-                        "the machine was {:.0} % busy (≥ {} %)",
-                        s.machine_busy_pct, args.max_busy
-                    )),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("; ")
-            );
+            let mut why = failures_of_step;
+            if saturated {
+                why.push(format!(
+                    "the machine was {:.0} % busy (≥ {} %)",
+                    s.machine_busy_pct, args.max_busy
+                ));
+            }
+            report.stopped = format!("Stopped after {} viewers: {}.", s.viewers, why.join("; "));
             break;
         }
     }
@@ -892,18 +1096,13 @@ async fn bench(
     let best = report
         .steps
         .iter()
-        .filter(|s| {
-            s.viewers > 0
-                && s.loss_pct < args.max_loss
-                && s.silent == 0
-                && s.video_delivered_pct
-                    .is_some_and(|d| d >= args.min_delivered)
-        })
+        .filter(|s| s.viewers > 0 && failures_of(s, args, report.steps.first()).is_empty())
         .filter_map(|s| s.viewers_per_core.map(|v| (s.viewers, v)))
         .max_by_key(|(n, _)| *n);
     if let Some((n, per_core)) = best {
         report.stopped.push_str(&format!(
-            " Most viewers at < {} % loss with ≥ {} % delivered: {n}, {per_core:.0} per core of server CPU.",
+            " Most viewers that passed (loss and gaps < {} %, ≥ {} % of the video delivered, \
+             delay steady within ±{MAX_DRIFT_MS_PER_S} ms/s): {n}, {per_core:.0} per core of server CPU.",
             args.max_loss, args.min_delivered
         ));
     }

@@ -354,6 +354,26 @@ struct VideoClock {
     min_transit_ms: Option<f64>,
 }
 
+impl VideoClock {
+    /// Accounts a packet of RTP timestamp `ts` (clock `rate`) that arrived
+    /// at `arrival_ms` (any fixed origin).
+    fn record(&mut self, ts: u32, rate: u32, arrival_ms: f64) {
+        if rate == 0 {
+            return;
+        }
+        if let Some(last) = self.last_ts {
+            // Signed: reordered packets step back; wraps pass unnoticed.
+            self.media_ms += f64::from(ts.wrapping_sub(last) as i32) * 1000.0 / f64::from(rate);
+        }
+        self.last_ts = Some(ts);
+        self.transit_ms = arrival_ms - self.media_ms;
+        self.min_transit_ms = Some(
+            self.min_transit_ms
+                .map_or(self.transit_ms, |m| m.min(self.transit_ms)),
+        );
+    }
+}
+
 /// How late a counting viewer's video arrives, from its RTP timestamps.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct VideoDelay {
@@ -705,18 +725,8 @@ fn attach_counter(
             let seq = u16::from_be_bytes([map[2], map[3]]);
             let ts = u32::from_be_bytes([map[4], map[5], map[6], map[7]]);
             let arrival = since.elapsed().as_secs_f64() * 1000.0;
-            if is_video && rate > 0 {
-                let mut c = lock(&counted.video_clock);
-                if let Some(last) = c.last_ts {
-                    c.media_ms +=
-                        f64::from(ts.wrapping_sub(last) as i32) * 1000.0 / f64::from(rate);
-                }
-                c.last_ts = Some(ts);
-                c.transit_ms = arrival - c.media_ms;
-                c.min_transit_ms = Some(
-                    c.min_transit_ms
-                        .map_or(c.transit_ms, |m| m.min(c.transit_ms)),
-                );
+            if is_video {
+                lock(&counted.video_clock).record(ts, rate, arrival);
             }
             let counter = if is_video {
                 &counted.video
@@ -932,6 +942,41 @@ fn add_sendonly(endpoint: &Endpoint, chain: &str, caps: &str) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_viewer_that_falls_behind_shows_it() {
+        // 30 fps at 90 kHz, starting just before the timestamp wraps.
+        let mut c = VideoClock::default();
+        let start = u32::MAX - 3000 * 10;
+        for i in 0..60u32 {
+            c.record(
+                start.wrapping_add(3000 * i),
+                90_000,
+                1000.0 + 100.0 * f64::from(i) / 3.0,
+            );
+        }
+        assert!(c.transit_ms.abs() < 1000.1 && c.transit_ms > 999.9, "{c:?}");
+        assert!((c.transit_ms - c.min_transit_ms.unwrap()).abs() < 1e-6);
+        // Then each frame arrives 10 ms later than the one before.
+        for i in 60..90u32 {
+            let late = 10.0 * f64::from(i - 59);
+            c.record(
+                start.wrapping_add(3000 * i),
+                90_000,
+                1000.0 + 100.0 * f64::from(i) / 3.0 + late,
+            );
+        }
+        let extra = c.transit_ms - c.min_transit_ms.unwrap();
+        assert!((extra - 300.0).abs() < 1e-6, "{c:?}");
+        // A reordered packet (an older timestamp) counts at its own media time.
+        let before = c.transit_ms;
+        c.record(
+            start.wrapping_add(3000 * 88),
+            90_000,
+            1000.0 + 100.0 * 89.0 / 3.0 + 300.0,
+        );
+        assert!((c.transit_ms - before - 100.0 / 3.0).abs() < 1e-6, "{c:?}");
+    }
 
     #[test]
     fn candidates_go_to_their_m_sections_unless_present() {
