@@ -80,6 +80,13 @@ pub struct ServeArgs {
     /// Make sure a room named "Demo room" exists and print its links at start.
     #[arg(long, env = "ROOMCAST_DEMO_ROOM")]
     pub demo_room: bool,
+    /// Webhook endpoint (`http://…`) for room, participant, recording and
+    /// broadcast events; repeat the flag or give a comma list.
+    #[arg(long, env = "ROOMCAST_WEBHOOK_URL", value_delimiter = ',')]
+    pub webhook_url: Vec<String>,
+    /// Key of the webhooks' HMAC-SHA256 signature (default: the admin token).
+    #[arg(long, env = "ROOMCAST_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 /// The TOML file: the same names as the flags, with underscores.
@@ -100,6 +107,25 @@ struct FileConfig {
     log_format: Option<String>,
     audio_last_n: Option<usize>,
     pipelines_dir: Option<PathBuf>,
+    webhook_url: Option<OneOrMany>,
+    webhook_secret: Option<String>,
+}
+
+/// A TOML value that may be one string or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 /// ICE settings handed to every peer connection.
@@ -151,6 +177,10 @@ pub struct Settings {
     pub audio_last_n: usize,
     /// Declarative pipeline parts.
     pub pipelines_dir: PathBuf,
+    /// Webhook endpoints, checked and without duplicates.
+    pub webhook_urls: Vec<String>,
+    /// Webhook signing key; `None`: the admin token.
+    pub webhook_secret: Option<String>,
 }
 
 /// A setting that could not be understood.
@@ -214,6 +244,38 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs(secs))
+}
+
+/// Checks webhook endpoints: absolute `http://` URLs, each once.
+pub fn check_webhook_urls(urls: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in urls {
+        let u = raw.trim();
+        if u.is_empty() {
+            continue;
+        }
+        // The URL itself is not echoed: its path may carry a receiver's credentials.
+        let parsed = url::Url::parse(u)
+            .map_err(|_| invalid("webhook_url", "not a URL (http://host[:port]/path)"))?;
+        match parsed.scheme() {
+            "http" if parsed.host_str().is_some() => {}
+            // This build's HTTP client has no TLS: post to a local relay or
+            // a TLS-terminating proxy that forwards to the https endpoint.
+            "https" => {
+                return Err(invalid(
+                    "webhook_url",
+                    "https:// endpoints are not supported by this build; use http:// (a local TLS proxy)",
+                ));
+            }
+            _ => {
+                return Err(invalid("webhook_url", "must be an http:// URL with a host"));
+            }
+        }
+        if !out.iter().any(|o| o == u) {
+            out.push(u.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// Parses `40000-40100`.
@@ -309,6 +371,18 @@ impl Settings {
                 ));
             }
         };
+        let webhook_urls = check_webhook_urls(if args.webhook_url.is_empty() {
+            file.webhook_url
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default()
+        } else {
+            args.webhook_url.clone()
+        })?;
+        let webhook_secret = args
+            .webhook_secret
+            .clone()
+            .or(file.webhook_secret)
+            .filter(|s| !s.is_empty());
         Ok(Self {
             listen,
             public_url,
@@ -331,6 +405,8 @@ impl Settings {
                 .clone()
                 .or(file.pipelines_dir)
                 .unwrap_or_else(|| PathBuf::from("./pipelines")),
+            webhook_urls,
+            webhook_secret,
         })
     }
 }
@@ -380,6 +456,49 @@ mod tests {
         );
         assert!(s.public_create);
         assert_eq!(s.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn webhook_urls_from_flags_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "webhook_url = [\"http://a.example/hook\", \"http://b.example/hook\"]\nwebhook_secret = \"whsec-file\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(
+            s.webhook_urls,
+            ["http://a.example/hook", "http://b.example/hook"]
+        );
+        assert_eq!(s.webhook_secret.as_deref(), Some("whsec-file"));
+        args.webhook_url = vec!["http://c.example/x".into(), "http://c.example/x".into()];
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.webhook_urls, ["http://c.example/x"]);
+        std::fs::write(&path, "webhook_url = \"http://a/1,http://b/2\"\n").unwrap();
+        args.webhook_url.clear();
+        assert_eq!(
+            Settings::resolve(&args).unwrap().webhook_urls,
+            ["http://a/1", "http://b/2"]
+        );
+        for bad in ["ftp://x/y", "hook.example.org", "https://x/y"] {
+            args.webhook_url = vec![bad.into()];
+            assert!(
+                matches!(Settings::resolve(&args), Err(ConfigError::Invalid { .. })),
+                "{bad}"
+            );
+        }
+        assert!(
+            Settings::resolve(&ServeArgs::default())
+                .unwrap()
+                .webhook_urls
+                .is_empty()
+        );
     }
 
     #[test]

@@ -47,6 +47,21 @@ macro_rules! id_type {
             }
         }
 
+        /// A string with the type's prefix, as [`Self::parse`] accepts it.
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": concat!("^", $prefix, "[A-Za-z0-9]{1,32}$"),
+                    "examples": [concat!($prefix, "AbCdEf123456")],
+                })
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)

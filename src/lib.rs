@@ -2,7 +2,8 @@
 //!
 //! Layers, one direction of dependency: [`edge`] (HTTP, WebSocket, web
 //! client) → [`control`] (rooms, participants, tokens) → [`media`]
-//! (GStreamer) → [`store`] (SQLite). [`server`] wires them together;
+//! (GStreamer) → [`store`] (SQLite); [`webhooks`] queues the control
+//! layer's events in the store and posts them. [`server`] wires them together;
 //! [`loadgen`] is a synthetic participant for tests and benchmarks.
 
 #![deny(missing_docs)]
@@ -17,3 +18,4 @@ pub mod model;
 pub mod server;
 pub mod signaling;
 pub mod store;
+pub mod webhooks;

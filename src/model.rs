@@ -2,10 +2,11 @@
 //! stored shape of a room. No behaviour lives here.
 
 use crate::ids::RoomId;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Who may find a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     /// Reachable by link only.
@@ -16,7 +17,7 @@ pub enum Visibility {
 }
 
 /// How a room's media plane works.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoomMode {
     /// Forwarding without decoding.
@@ -27,7 +28,7 @@ pub enum RoomMode {
 }
 
 /// What a token lets its bearer do in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Moderates the room.
@@ -97,7 +98,7 @@ pub struct RoomRecord {
 }
 
 /// One line of a room's moderation log.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, JsonSchema)]
 pub struct AuditEvent {
     /// Sequence number.
     pub id: i64,
@@ -131,7 +132,7 @@ pub fn unix_now() -> u64 {
 }
 
 /// What a recording captures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingKind {
     /// Everyone in a grid plus the mixed audio, one file.
@@ -141,7 +142,7 @@ pub enum RecordingKind {
 }
 
 /// Container of a recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingFormat {
     /// Fragmented MP4 (playable up to the last fragment if the server dies).
@@ -152,7 +153,7 @@ pub enum RecordingFormat {
 }
 
 /// Where a recording is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingState {
     /// Writing.

@@ -122,6 +122,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let codecs = Arc::new(crate::media::codecs::probe(&settings.pipelines_dir));
     crate::media::recorder::Templates::load(&settings.pipelines_dir).install();
     tracing::info!(hw = codecs.hw_acceleration(), encoders = ?codecs.encoders, "codecs chosen");
+    // Started before the rooms: events of the start (recordings a crash
+    // interrupted) are queued, and what an earlier run left is resumed.
+    let webhooks = crate::webhooks::Webhooks::start(
+        store.clone(),
+        crate::webhooks::WebhookSettings {
+            urls: settings.webhook_urls.clone(),
+            secret: settings
+                .webhook_secret
+                .clone()
+                .unwrap_or_else(|| token.clone()),
+        },
+    )
+    .context("resuming webhook deliveries")?;
     let control = Control::start(
         store,
         ControlSettings {
@@ -131,6 +144,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             audio_last_n: settings.audio_last_n,
             data_dir: settings.data_dir.clone(),
             codecs: codecs.clone(),
+            webhooks,
         },
     )?;
     let demo = if settings.demo_room {

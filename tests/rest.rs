@@ -9,6 +9,32 @@ use roomcast::loadgen::peer::{PeerConfig, TestPeer};
 use serde_json::Value;
 use std::time::Duration;
 
+/// Announces `body` (as admin, over a plain socket) and reads the answer
+/// before sending it: the server must refuse an oversized body from its
+/// Content-Length alone. (It then closes; a client that writes the whole
+/// body first may see a broken pipe or a reset instead of the 413.)
+fn post_oversized(port: u16, path: &str, body: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let json = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
@@ -163,7 +189,7 @@ fn create_validates_and_answers_the_contract_shape() {
     assert_eq!(body["error"]["code"], "unsupported_media_type");
     // Oversized body.
     let huge = format!(r#"{{"name": "a", "pad": "{}"}}"#, "x".repeat(64 * 1024));
-    let (st, resp) = s.admin("POST", "/api/v1/rooms", Some(&huge));
+    let (st, resp) = post_oversized(s.port, "/api/v1/rooms", &huge);
     assert_error(st, &resp, 413, "payload_too_large");
     // The server is still fine.
     assert_eq!(s.request("GET", "/healthz", None, None).0, 200);

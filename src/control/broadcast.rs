@@ -29,7 +29,7 @@ fn yes() -> bool {
 }
 
 /// Body of `POST /api/v1/rooms/{id}/broadcasts`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartBroadcast {
     /// Serve HLS (default on).
@@ -152,7 +152,7 @@ impl StartBroadcast {
 }
 
 /// Lifecycle of a broadcast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BroadcastState {
     /// Waiting for its source or its first frame.
@@ -166,7 +166,7 @@ pub enum BroadcastState {
 }
 
 /// What the media plane reported when it built the outputs.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Transcode {
     /// Video is re-encoded.
     pub video: bool,
@@ -207,7 +207,7 @@ pub struct Broadcast {
 }
 
 /// Viewer counts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Viewers {
     /// HLS clients seen in the last 15 s.
     pub hls: usize,
@@ -216,7 +216,7 @@ pub struct Viewers {
 }
 
 /// A broadcast as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BroadcastView {
     /// Id.
     pub id: BroadcastId,
@@ -253,7 +253,7 @@ pub struct BroadcastView {
 }
 
 /// What the public viewer page may know.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PublicBroadcast {
     /// Id.
     pub id: BroadcastId,
@@ -445,6 +445,39 @@ impl Broadcast {
         }
     }
 
+    /// What webhooks say about it: no viewer token, no RTMP stream keys.
+    pub fn webhook_info(&self, public_url: &str) -> crate::webhooks::BroadcastInfo {
+        let v = self.view(public_url);
+        let state = serde_json::to_value(v.state)
+            .ok()
+            .and_then(|s| s.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        crate::webhooks::BroadcastInfo {
+            id: v.id,
+            room_id: v.room_id,
+            state,
+            source: v.source,
+            hls_url: v.hls_url,
+            whep_url: v.whep_url,
+            watch_url: format!("{public_url}/watch/{}", self.id),
+            rtmp: v
+                .rtmp
+                .iter()
+                .map(|t| crate::webhooks::RtmpInfo {
+                    url: crate::media::rtmp::redact(&t.url),
+                    state: serde_json::to_value(t.state)
+                        .ok()
+                        .and_then(|s| s.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            renditions: v.renditions,
+            started_at: v.started_at,
+            ended_at: v.ended_at,
+            error: v.error,
+        }
+    }
+
     /// The room's announcement of it.
     pub fn summary(&self, public_url: &str) -> BroadcastSummary {
         BroadcastSummary {
@@ -544,5 +577,21 @@ mod tests {
         assert_eq!(v.viewers.whep, 0);
         assert_eq!(v.rtmp[0].state, RtmpState::Ended);
         assert!(v.ended_at.is_some());
+    }
+
+    #[test]
+    fn webhook_info_has_no_viewer_token_or_stream_key() {
+        let spec = req(r#"{"rtmp": ["rtmp://h/app/streamkey123"]}"#).unwrap();
+        let b = Broadcast::new(RoomId::generate(), spec, Some("viewertoken456".into()));
+        assert!(b.view("http://x").watch_url.contains("viewertoken456"));
+        let info = b.webhook_info("http://x");
+        assert_eq!(info.watch_url, format!("http://x/watch/{}", b.id));
+        assert_eq!(info.state, "starting");
+        assert_eq!(info.rtmp[0].url, "rtmp://h/app/…");
+        let text = serde_json::to_string(&info).unwrap();
+        assert!(
+            !text.contains("viewertoken456") && !text.contains("streamkey123"),
+            "{text}"
+        );
     }
 }

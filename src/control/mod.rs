@@ -168,15 +168,16 @@ pub const MAX_ROOMS_PER_ADDRESS: usize = 10;
 pub const MAX_INVITE_TTL: u64 = 365 * 24 * 3600;
 
 /// Body of `POST /api/v1/rooms/{id}/invite` (optional).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 pub struct RotateInvite {
     /// The new invite link stops working after this many seconds.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_INVITE_TTL))]
     pub expires_in: Option<u64>,
 }
 
 /// Body of `POST /api/v1/rooms/{id}/participants/{pid}/mute`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 pub struct MuteRequest {
     /// Stop (true) or resume (false) forwarding the audio.
     #[serde(default)]
@@ -187,7 +188,7 @@ pub struct MuteRequest {
 }
 
 /// Body of `POST /api/v1/rooms/{id}/recordings`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct StartRecording {
     /// Composite (default) or tracks.
     #[serde(default = "default_kind")]
@@ -205,7 +206,7 @@ fn default_kind() -> crate::model::RecordingKind {
 }
 
 /// A file of a recording as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RecordingFileView {
     /// File name.
     pub name: String,
@@ -216,7 +217,7 @@ pub struct RecordingFileView {
 }
 
 /// A recording as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RecordingView {
     /// Id.
     pub id: crate::ids::RecordingId,
@@ -242,12 +243,14 @@ pub struct RecordingView {
 }
 
 /// Body of `POST /api/v1/rooms`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct CreateRoom {
     /// Name.
+    #[schemars(length(min = 1, max = MAX_NAME_CHARS))]
     pub name: String,
     /// Cap.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_PARTICIPANTS_LIMIT))]
     pub max_participants: Option<u32>,
     /// Visibility.
     #[serde(default)]
@@ -261,11 +264,13 @@ pub struct CreateRoom {
 }
 
 /// Body of `PATCH /api/v1/rooms/{id}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 pub struct PatchRoom {
     /// Name.
+    #[schemars(length(min = 1, max = MAX_NAME_CHARS))]
     pub name: Option<String>,
     /// Cap.
+    #[schemars(range(min = 1, max = MAX_PARTICIPANTS_LIMIT))]
     pub max_participants: Option<u32>,
     /// Visibility.
     pub visibility: Option<Visibility>,
@@ -278,7 +283,7 @@ pub struct PatchRoom {
 }
 
 /// A room as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RoomView {
     /// Id.
     pub id: RoomId,
@@ -312,7 +317,7 @@ pub struct RoomView {
 }
 
 /// The recording a room is making, as its room view shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ActiveRecording {
     /// Recording id.
     pub id: crate::ids::RecordingId,
@@ -323,7 +328,7 @@ pub struct ActiveRecording {
 }
 
 /// A listed room on the public list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PublicRoom {
     /// Id.
     pub id: RoomId,
@@ -350,6 +355,8 @@ pub struct ControlSettings {
     pub data_dir: std::path::PathBuf,
     /// Encoders and decoders of this machine.
     pub codecs: Arc<crate::media::codecs::Selection>,
+    /// Where room, participant, recording and broadcast events are queued.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// What a successful join gives the edge.
@@ -503,6 +510,7 @@ impl Control {
                 recordings_dir: self.inner.settings.data_dir.join("recordings"),
                 hls_dir: self.hls_dir(),
                 broadcasts: self.inner.broadcasts.clone(),
+                webhooks: self.inner.settings.webhooks.clone(),
                 on_closed,
             },
         );
@@ -610,6 +618,14 @@ impl Control {
             &serde_json::json!({"name": record.name}),
         )?;
         tracing::info!(room = %record.id, "room created");
+        // LiveKit semantics: a room has started once it exists (joining needs it).
+        self.inner
+            .settings
+            .webhooks
+            .emit(crate::webhooks::Event::new(
+                crate::webhooks::EventKind::RoomStarted,
+                crate::webhooks::RoomInfo::new(&record, 0),
+            ));
         self.spawn_room(record.clone());
         Ok(self.view(&record, &[], false))
     }
@@ -699,6 +715,7 @@ impl Control {
             "RTMP push targets of live broadcasts, by state.",
             &targets,
         );
+        out.push_str(&self.inner.settings.webhooks.prometheus());
         out
     }
 
@@ -1323,8 +1340,26 @@ impl Control {
             }
             tracing::info!(recording = %r.id, state = ?r.state, "interrupted recording closed");
             self.inner.store.save_recording(&r)?;
+            self.recording_event(&r);
         }
         Ok(())
+    }
+
+    /// Queues `recording_ready`/`recording_failed` for a recording closed at start.
+    fn recording_event(&self, r: &crate::model::RecordingRecord) {
+        use crate::webhooks::{Event, EventKind, RecordingInfo, RoomInfo};
+        let kind = match r.state {
+            crate::model::RecordingState::Ready => EventKind::RecordingReady,
+            _ => EventKind::RecordingFailed,
+        };
+        match self.inner.store.get_room(&r.room_id) {
+            Ok(Some(room)) => self.inner.settings.webhooks.emit(
+                Event::new(kind, RoomInfo::new(&room, 0))
+                    .recording(RecordingInfo::new(r, &self.inner.settings.public_url)),
+            ),
+            Ok(None) => tracing::warn!(recording = %r.id, "no room for the recording's webhook"),
+            Err(e) => tracing::warn!(recording = %r.id, "cannot read the recording's room: {e}"),
+        }
     }
 
     /// A room's moderation log (open or closed rooms).

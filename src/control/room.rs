@@ -23,6 +23,7 @@ use crate::signaling::{
     ServerMessage, TrackDescription,
 };
 use crate::store::Store;
+use crate::webhooks::{Event, EventKind, RecordingInfo, RoomInfo};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -284,6 +285,8 @@ pub struct RoomDeps {
     pub hls_dir: std::path::PathBuf,
     /// Every broadcast of the server.
     pub broadcasts: Arc<super::broadcast::Registry>,
+    /// Webhook queue (storing an event is all the actor does; delivery is elsewhere).
+    pub webhooks: crate::webhooks::Webhooks,
     /// Called when the actor stops.
     pub on_closed: Box<dyn Fn(&RoomId) + Send + Sync>,
 }
@@ -373,6 +376,9 @@ struct Entrant {
     out: mpsc::Sender<ServerMessage>,
     ice_servers: Vec<IceServer>,
     connection: u64,
+    /// Replaces its own connection that was still inside (no webhook: to
+    /// the outside it never left).
+    reconnect: bool,
 }
 
 /// Someone in the lobby, waiting for a host.
@@ -633,6 +639,32 @@ impl Room {
         ) {
             tracing::error!("cannot store audit event: {e}");
         }
+    }
+
+    /// A webhook event about this room as it is now.
+    fn event(&self, kind: EventKind) -> Event {
+        Event::new(kind, RoomInfo::new(&self.record, self.participants.len()))
+    }
+
+    /// Queues `recording_ready` or `recording_failed` (by its state).
+    fn recording_event(&self, record: &RecordingRecord) {
+        let kind = if record.state == RecordingState::Failed {
+            EventKind::RecordingFailed
+        } else {
+            EventKind::RecordingReady
+        };
+        self.deps.webhooks.emit(
+            self.event(kind)
+                .recording(RecordingInfo::new(record, &self.deps.links.public_url)),
+        );
+    }
+
+    /// Queues a `broadcast_*` event.
+    fn broadcast_event(&self, kind: EventKind, b: &Broadcast) {
+        self.deps.webhooks.emit(
+            self.event(kind)
+                .broadcast(b.webhook_info(&self.deps.links.public_url)),
+        );
     }
 
     fn broadcast(&self, except: Option<&ParticipantId>, msg: ServerMessage) {
@@ -934,6 +966,7 @@ impl Room {
             out: w.out,
             ice_servers: w.ice_servers,
             connection: w.connection,
+            reconnect: false,
         };
         self.enter(entrant).await
     }
@@ -1088,6 +1121,7 @@ impl Room {
             out: req.out,
             ice_servers: req.ice_servers,
             connection,
+            reconnect: already_inside,
         };
         let res = self.enter(entrant).await;
         let _ = req.reply.send(res.map(|()| (pid, connection)));
@@ -1157,6 +1191,7 @@ impl Room {
                 participant: info.clone(),
             },
         );
+        let joined_event = (!e.reconnect).then(|| info.clone());
         self.participants.insert(
             pid.clone(),
             Participant {
@@ -1175,6 +1210,11 @@ impl Room {
         self.order.push(pid.clone());
         self.empty_since = None;
         tracing::info!(participant = %pid, role = e.role.as_str(), "participant joined");
+        if let Some(info) = joined_event {
+            self.deps
+                .webhooks
+                .emit(self.event(EventKind::ParticipantJoined).participant(info));
+        }
         self.publish_snapshot();
         if e.role == Role::Ingest {
             // A WHIP publisher only sends.
@@ -1649,7 +1689,13 @@ impl Room {
                     && o.broadcast.set_live()
                 {
                     tracing::info!(%broadcast, "broadcast live");
+                    self.broadcast_event(EventKind::BroadcastStarted, &o.broadcast);
                     self.announce_room();
+                }
+            }
+            MediaEvent::BroadcastFailed { broadcast, message } => {
+                if self.end_broadcast(&broadcast, Some(message)) {
+                    tracing::warn!(%broadcast, "broadcast failed");
                 }
             }
             MediaEvent::ViewerGone { broadcast, viewer } => {
@@ -1757,6 +1803,7 @@ impl Room {
                     let mut a = self.recordings.remove(i);
                     let record = a.end(RecordingState::Failed, Some(message.clone()));
                     self.save_recording(&record);
+                    self.recording_event(&record);
                     self.audit(
                         &Actor::System,
                         "recording_failed",
@@ -1831,6 +1878,14 @@ impl Room {
         let Some(p) = self.participants.remove(pid) else {
             return;
         };
+        // A reconnect replaces the connection, not the participant.
+        if reason != "reconnected" {
+            self.deps.webhooks.emit(
+                self.event(EventKind::ParticipantLeft)
+                    .participant(p.info.clone())
+                    .reason(reason),
+            );
+        }
         drop(p);
         let shown: Vec<BroadcastId> = self
             .on_air
@@ -1957,7 +2012,9 @@ impl Room {
             let media = match self.ensure_media() {
                 Ok(m) => m,
                 Err(e) => {
-                    b.end(Some(e.to_string()));
+                    if b.end(Some(e.to_string())) {
+                        self.broadcast_event(EventKind::BroadcastEnded, &b);
+                    }
                     continue;
                 }
             };
@@ -1992,8 +2049,10 @@ impl Room {
                     // Elements were removed again; try on the next tick.
                     self.on_air[i].failures += 1;
                     tracing::warn!(broadcast = %b.id, attempt = self.on_air[i].failures, "cannot start the broadcast: {e}");
-                    if self.on_air[i].failures >= BROADCAST_BUILD_ATTEMPTS {
-                        b.end(Some(e.to_string()));
+                    if self.on_air[i].failures >= BROADCAST_BUILD_ATTEMPTS
+                        && b.end(Some(e.to_string()))
+                    {
+                        self.broadcast_event(EventKind::BroadcastEnded, &b);
                     }
                 }
             }
@@ -2014,7 +2073,9 @@ impl Room {
         if let Some(media) = &self.media {
             media.stop_broadcast(id);
         }
-        o.broadcast.end(error);
+        if o.broadcast.end(error) {
+            self.broadcast_event(EventKind::BroadcastEnded, &o.broadcast);
+        }
         if o.broadcast.spec.hls {
             // Players still fetch the end of the playlist for a while.
             let dir = self.deps.hls_dir.join(id.as_str());
@@ -2099,6 +2160,7 @@ impl Room {
             out,
             ice_servers: Vec::new(),
             connection,
+            reconnect: false,
         })
         .await?;
         let media = self.ensure_media()?;
@@ -2260,6 +2322,7 @@ impl Room {
                 let mut a = self.recordings.remove(i);
                 let record = a.end(RecordingState::Ready, None);
                 self.save_recording(&record);
+                self.recording_event(&record);
                 tracing::info!(recording = %record.id, "recording ready");
                 a.notify();
                 changed = true;
@@ -2301,6 +2364,7 @@ impl Room {
         for mut a in std::mem::take(&mut self.recordings) {
             let record = a.end(RecordingState::Ready, None);
             self.save_recording(&record);
+            self.recording_event(&record);
             a.notify();
         }
     }
@@ -2322,6 +2386,21 @@ impl Room {
         }
         self.record = record;
         self.closed = true;
+        // Everyone inside leaves with the room (in join order), then the room ends.
+        let inside = self.order.len();
+        for (i, pid) in self.order.iter().enumerate() {
+            if let Some(p) = self.participants.get(pid) {
+                let room = RoomInfo::new(&self.record, inside - i - 1);
+                self.deps.webhooks.emit(
+                    Event::new(EventKind::ParticipantLeft, room)
+                        .participant(p.info.clone())
+                        .reason("room_closed"),
+                );
+            }
+        }
+        self.deps
+            .webhooks
+            .emit(Event::new(EventKind::RoomEnded, RoomInfo::new(&self.record, 0)).reason(reason));
         self.publish_snapshot();
         self.broadcast(None, ServerMessage::RoomClosed);
         for (id, _) in &self.lobby {

@@ -99,14 +99,24 @@ impl From<ControlError> for Rejection {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// Message of the 404 for a method and path that no route serves (an
+/// unknown id answers `"<what> not found"` instead).
+pub const UNKNOWN_ROUTE: &str = "no such endpoint (see /api/openapi.json)";
+
+/// The body of every error answer; also the `Error` schema of the OpenAPI document.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
+pub(super) struct Body<'a> {
     error: Inner<'a>,
 }
 
-#[derive(Serialize)]
+/// What went wrong.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "ErrorDetail")]
 struct Inner<'a> {
+    /// Stable snake_case code (`not_found`, `room_locked`, `invalid_request`, …).
     code: &'a str,
+    /// Human text; never contains a token.
     message: &'a str,
 }
 
@@ -163,7 +173,7 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
             "method not allowed",
         )
     } else if r.is_not_found() {
-        ApiError::not_found("resource")
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", UNKNOWN_ROUTE)
     } else {
         tracing::warn!("unhandled rejection: {r:?}");
         ApiError::new(

@@ -1,12 +1,12 @@
 //! Live broadcast routes: the broadcast API, HLS files (CDN-friendly
 //! headers), WHEP viewers and WHIP ingest (draft-ietf-wish-whep / -whip).
 
+use super::endpoints::{self as ep, route0, route1, route2, route3};
 use super::errors::ApiError;
 use super::{App, admin, with_app};
 use crate::control::Actor;
-use crate::control::broadcast::StartBroadcast;
+use crate::control::broadcast::{BroadcastView, StartBroadcast};
 use crate::ids::{BroadcastId, ParticipantId, RoomId, ViewerId};
-use serde_json::json;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ type Resp = Result<warp::reply::Response, Rejection>;
 type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
 
 /// Largest SDP offer accepted (browsers send 3–10 KiB).
-const MAX_SDP_BYTES: u64 = 64 * 1024;
+pub(super) const MAX_SDP_BYTES: u64 = 64 * 1024;
 
 fn broadcast_id(s: &str) -> Result<BroadcastId, Rejection> {
     BroadcastId::parse(s).ok_or_else(|| warp::reject::custom(ApiError::not_found("broadcast")))
@@ -114,8 +114,7 @@ fn ok_cors() -> warp::reply::Response {
 
 /// HLS playlists and segments (`/hls/{broadcast}/…`), public.
 pub fn hls_routes(app: Arc<App>) -> Route {
-    let hls_master = warp::path!("hls" / String / "index.m3u8")
-        .and(warp::get().or(warp::head()).unify())
+    let hls_master = route1(&ep::HLS_MASTER)
         .and(warp::header::optional::<String>("if-none-match"))
         .and(with_app(app.clone()))
         .and_then(
@@ -126,8 +125,7 @@ pub fn hls_routes(app: Arc<App>) -> Route {
             },
         );
 
-    let hls_file_route = warp::path!("hls" / String / String / String)
-        .and(warp::get().or(warp::head()).unify())
+    let hls_file_route = route3(&ep::HLS_FILE)
         .and(warp::header::optional::<String>("if-none-match"))
         .and(warp::addr::remote())
         .and(warp::header::optional::<String>("user-agent"))
@@ -174,8 +172,7 @@ pub fn hls_routes(app: Arc<App>) -> Route {
 
 /// The broadcast API, WHEP and WHIP.
 pub fn routes(app: Arc<App>) -> Route {
-    let start = warp::path!("api" / "v1" / "rooms" / String / "broadcasts")
-        .and(warp::post())
+    let start = route1(&ep::START_BROADCAST)
         .and(admin(app.clone()))
         .and(super::optional_json_body::<StartBroadcast>())
         .and(with_app(app.clone()))
@@ -189,8 +186,7 @@ pub fn routes(app: Arc<App>) -> Route {
             },
         );
 
-    let list = warp::path!("api" / "v1" / "broadcasts")
-        .and(warp::get())
+    let list = route0(&ep::LIST_BROADCASTS)
         .and(admin(app.clone()))
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(with_app(app.clone()))
@@ -200,13 +196,12 @@ pub fn routes(app: Arc<App>) -> Route {
                     Some(r) => Some(room_id(r)?),
                     None => None,
                 };
-                let list = app.control.broadcasts(room.as_ref());
-                Resp::Ok(json_status(&json!({"broadcasts": list}), StatusCode::OK))
+                let broadcasts = app.control.broadcasts(room.as_ref());
+                Resp::Ok(json_status(&BroadcastList { broadcasts }, StatusCode::OK))
             },
         );
 
-    let get = warp::path!("api" / "v1" / "broadcasts" / String)
-        .and(warp::get())
+    let get = route1(&ep::GET_BROADCAST)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
@@ -214,8 +209,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(json_status(&b, StatusCode::OK))
         });
 
-    let stop = warp::path!("api" / "v1" / "broadcasts" / String)
-        .and(warp::delete())
+    let stop = route1(&ep::STOP_BROADCAST)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
@@ -223,8 +217,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(StatusCode::NO_CONTENT.into_response())
         });
 
-    let public = warp::path!("api" / "v1" / "public" / "broadcasts" / String)
-        .and(warp::get())
+    let public = route1(&ep::PUBLIC_BROADCAST)
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
             let b = app.control.public_broadcast(&broadcast_id(&id)?)?;
@@ -233,8 +226,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(resp)
         });
 
-    let ingest = warp::path!("api" / "v1" / "rooms" / String / "ingests")
-        .and(warp::post())
+    let ingest = route1(&ep::CREATE_INGEST)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
@@ -243,16 +235,17 @@ pub fn routes(app: Arc<App>) -> Route {
         });
 
     // CORS preflights of every WHEP/WHIP endpoint and resource.
-    // (Paths first: a method filter first would turn other 404s into 405s.)
-    let preflights = warp::path("whep")
-        .or(warp::path("whip"))
+    let preflights = route1(&ep::WHEP_PREFLIGHT)
+        .or(route1(&ep::WHIP_PREFLIGHT))
         .unify()
-        .and(warp::path::tail())
-        .and(warp::options())
-        .map(|_: warp::path::Tail| preflight());
+        .map(|_: String| preflight())
+        .or(route2(&ep::WHEP_SESSION_PREFLIGHT)
+            .or(route2(&ep::WHIP_SESSION_PREFLIGHT))
+            .unify()
+            .map(|_: String, _: String| preflight()))
+        .unify();
 
-    let whep = warp::path!("whep" / String)
-        .and(warp::post())
+    let whep = route1(&ep::WHEP_OFFER)
         .and(warp::header::optional::<String>("authorization"))
         .and(sdp_body())
         .and(with_app(app.clone()))
@@ -267,8 +260,7 @@ pub fn routes(app: Arc<App>) -> Route {
             },
         );
 
-    let whep_delete = warp::path!("whep" / String / String)
-        .and(warp::delete())
+    let whep_delete = route2(&ep::WHEP_DELETE)
         .and(warp::header::optional::<String>("authorization"))
         .and(with_app(app.clone()))
         .and_then(
@@ -285,11 +277,10 @@ pub fn routes(app: Arc<App>) -> Route {
 
     // Trickle ICE and ICE restarts are not supported (the answer carries
     // every candidate): 405, as the drafts say.
-    let not_supported = warp::path!("whep" / String / String)
+    let not_supported = route2(&ep::WHEP_PATCH)
         .map(|_: String, _: String| "whep")
-        .or(warp::path!("whip" / String / String).map(|_: String, _: String| "whip"))
+        .or(route2(&ep::WHIP_PATCH).map(|_: String, _: String| "whip"))
         .unify()
-        .and(warp::patch())
         .and_then(|_kind: &'static str| async move {
             let mut resp = super::errors::reply(&ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -300,8 +291,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(resp)
         });
 
-    let whip = warp::path!("whip" / String)
-        .and(warp::post())
+    let whip = route1(&ep::WHIP_OFFER)
         .and(warp::header::optional::<String>("authorization"))
         .and(sdp_body())
         .and(with_app(app.clone()))
@@ -316,8 +306,7 @@ pub fn routes(app: Arc<App>) -> Route {
             },
         );
 
-    let whip_delete = warp::path!("whip" / String / String)
-        .and(warp::delete())
+    let whip_delete = route2(&ep::WHIP_DELETE)
         .and(warp::header::optional::<String>("authorization"))
         .and(with_app(app.clone()))
         .and_then(
@@ -348,6 +337,27 @@ pub fn routes(app: Arc<App>) -> Route {
     routes
         .into_iter()
         .fold(start.boxed(), |all, r| all.or(r).unify().boxed())
+}
+
+/// `GET /api/v1/broadcasts`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct BroadcastList {
+    /// Broadcasts.
+    pub broadcasts: Vec<BroadcastView>,
+}
+
+/// `POST /api/v1/rooms/{id}/ingests`: the shape of what the control layer
+/// answers; `tests/openapi.rs` checks a live answer against it (no other
+/// field allowed).
+#[derive(Debug, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Ingest {
+    /// Where the WHIP client posts its offer.
+    pub whip_url: String,
+    /// Its bearer token (role `ingest`).
+    pub token: String,
+    /// The room.
+    pub room_id: RoomId,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

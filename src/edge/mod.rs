@@ -2,9 +2,11 @@
 //! validates input, checks credentials, maps errors; the work happens in
 //! `control`.
 
+pub mod endpoints;
 pub mod errors;
 pub mod files;
 pub mod live;
+pub mod openapi;
 pub mod ratelimit;
 pub mod rest;
 pub mod web;
@@ -21,13 +23,13 @@ use warp::{Filter, Rejection, Reply};
 pub const MAX_BODY_BYTES: u64 = 16 * 1024;
 
 /// System facts for `/api/v1/system`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct SystemInfo {
     /// roomcast version.
     pub version: String,
     /// GStreamer version.
     pub gstreamer_version: String,
-    /// Hardware family in use.
+    /// Hardware family in use: `nvcodec`, `va`, `vaapi`, `qsv`, `v4l2` or `none`.
     pub hw_acceleration: String,
     /// Chosen encoder per codec.
     pub encoders: std::collections::BTreeMap<String, String>,
@@ -197,6 +199,7 @@ pub fn routes(
     // HLS first: its requests are the most numerous by far.
     live::hls_routes(app.clone())
         .or(rest::routes(app.clone()))
+        .or(openapi::route())
         .or(live::routes(app.clone()))
         .or(ws::route(app.clone()))
         .or(web::routes())

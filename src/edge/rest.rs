@@ -1,11 +1,17 @@
 //! REST routes of the contract (`/api/v1/...`, `/healthz`).
 
+use super::endpoints::{self as ep, route0, route1, route2};
 use super::errors::ApiError;
 use super::{App, Caller, admin, caller, json_body, optional_json_body, with_app};
-use crate::control::{Actor, CreateRoom, MuteRequest, PatchRoom, RotateInvite, StartRecording};
+use crate::control::{
+    Actor, CreateRoom, MuteRequest, PatchRoom, PublicRoom, RecordingView, RoomView, RotateInvite,
+    StartRecording,
+};
 use crate::ids::RecordingId;
 use crate::ids::{ParticipantId, RoomId};
-use serde_json::json;
+use crate::model::AuditEvent;
+use crate::signaling::ParticipantInfo;
+use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,12 +45,10 @@ type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
 
 /// Every REST route.
 pub fn routes(app: Arc<App>) -> Route {
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| json_status(&json!({"status": "ok"}), StatusCode::OK));
+    let healthz =
+        route0(&ep::HEALTHZ).map(|| json_status(&Health { status: "ok" }, StatusCode::OK));
 
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
+    let metrics = route0(&ep::METRICS)
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| {
             warp::reply::with_header(
@@ -55,30 +59,27 @@ pub fn routes(app: Arc<App>) -> Route {
             .into_response()
         });
 
-    let system = warp::path!("api" / "v1" / "system")
-        .and(warp::get())
+    let system = route0(&ep::SYSTEM)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| json_status(&app.system, StatusCode::OK));
 
-    let create = warp::path!("api" / "v1" / "rooms")
-        .and(warp::post())
+    let create = route0(&ep::CREATE_ROOM)
         .and(caller(app.clone()))
         .and(warp::addr::remote())
         .and(json_body::<CreateRoom>())
         .and(with_app(app.clone()))
         .and_then(create_room);
 
-    let list = warp::path!("api" / "v1" / "rooms")
-        .and(warp::get())
+    let list = route0(&ep::LIST_ROOMS)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| {
-            json_status(&json!({"rooms": app.control.list_rooms()}), StatusCode::OK)
+            let rooms = app.control.list_rooms();
+            json_status(&RoomList { rooms }, StatusCode::OK)
         });
 
-    let get = warp::path!("api" / "v1" / "rooms" / String)
-        .and(warp::get())
+    let get = route1(&ep::GET_ROOM)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
@@ -86,8 +87,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(json_status(&room, StatusCode::OK))
         });
 
-    let patch = warp::path!("api" / "v1" / "rooms" / String)
-        .and(warp::patch())
+    let patch = route1(&ep::PATCH_ROOM)
         .and(admin(app.clone()))
         .and(json_body::<PatchRoom>())
         .and(with_app(app.clone()))
@@ -99,8 +99,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(json_status(&room, StatusCode::OK))
         });
 
-    let delete = warp::path!("api" / "v1" / "rooms" / String)
-        .and(warp::delete())
+    let delete = route1(&ep::CLOSE_ROOM)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
@@ -108,8 +107,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(no_content())
         });
 
-    let invite = warp::path!("api" / "v1" / "rooms" / String / "invite")
-        .and(warp::post())
+    let invite = route1(&ep::ROTATE_INVITE)
         .and(admin(app.clone()))
         .and(optional_json_body::<RotateInvite>())
         .and(with_app(app.clone()))
@@ -121,8 +119,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(json_status(&room, StatusCode::OK))
         });
 
-    let host_link = warp::path!("api" / "v1" / "rooms" / String / "host-link")
-        .and(warp::post())
+    let host_link = route1(&ep::ROTATE_HOST_LINK)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
@@ -133,17 +130,18 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(json_status(&room, StatusCode::OK))
         });
 
-    let participants = warp::path!("api" / "v1" / "rooms" / String / "participants")
-        .and(warp::get())
+    let participants = route1(&ep::PARTICIPANTS)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
-            let list = app.control.participants(&room_id(&id)?)?;
-            Resp::Ok(json_status(&json!({"participants": list}), StatusCode::OK))
+            let participants = app.control.participants(&room_id(&id)?)?;
+            Resp::Ok(json_status(
+                &ParticipantList { participants },
+                StatusCode::OK,
+            ))
         });
 
-    let remove = warp::path!("api" / "v1" / "rooms" / String / "participants" / String)
-        .and(warp::delete())
+    let remove = route2(&ep::REMOVE_PARTICIPANT)
         .and(admin(app.clone()))
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(with_app(app.clone()))
@@ -168,8 +166,7 @@ pub fn routes(app: Arc<App>) -> Route {
             },
         );
 
-    let mute = warp::path!("api" / "v1" / "rooms" / String / "participants" / String / "mute")
-        .and(warp::post())
+    let mute = route2(&ep::MUTE_PARTICIPANT)
         .and(admin(app.clone()))
         .and(json_body::<MuteRequest>())
         .and(with_app(app.clone()))
@@ -182,17 +179,15 @@ pub fn routes(app: Arc<App>) -> Route {
             },
         );
 
-    let lobby = warp::path!("api" / "v1" / "rooms" / String / "lobby")
-        .and(warp::get())
+    let lobby = route1(&ep::LOBBY)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
-            let list = app.control.lobby(&room_id(&id)?)?;
-            Resp::Ok(json_status(&json!({"lobby": list}), StatusCode::OK))
+            let lobby = app.control.lobby(&room_id(&id)?)?;
+            Resp::Ok(json_status(&Lobby { lobby }, StatusCode::OK))
         });
 
-    let admit = warp::path!("api" / "v1" / "rooms" / String / "lobby" / String / "admit")
-        .and(warp::post())
+    let admit = route2(&ep::ADMIT)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, pid: String, app: Arc<App>| async move {
@@ -202,8 +197,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(no_content())
         });
 
-    let deny = warp::path!("api" / "v1" / "rooms" / String / "lobby" / String / "deny")
-        .and(warp::post())
+    let deny = route2(&ep::DENY)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, pid: String, app: Arc<App>| async move {
@@ -213,17 +207,15 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(no_content())
         });
 
-    let events = warp::path!("api" / "v1" / "rooms" / String / "events")
-        .and(warp::get())
+    let events = route1(&ep::ROOM_EVENTS)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
-            let list = app.control.events(&room_id(&id)?)?;
-            Resp::Ok(json_status(&json!({"events": list}), StatusCode::OK))
+            let events = app.control.events(&room_id(&id)?)?;
+            Resp::Ok(json_status(&EventList { events }, StatusCode::OK))
         });
 
-    let start_recording = warp::path!("api" / "v1" / "rooms" / String / "recordings")
-        .and(warp::post())
+    let start_recording = route1(&ep::START_RECORDING)
         .and(admin(app.clone()))
         .and(optional_json_body::<OptionalStart>())
         .and(with_app(app.clone()))
@@ -237,8 +229,7 @@ pub fn routes(app: Arc<App>) -> Route {
             },
         );
 
-    let list_recordings = warp::path!("api" / "v1" / "recordings")
-        .and(warp::get())
+    let list_recordings = route0(&ep::LIST_RECORDINGS)
         .and(admin(app.clone()))
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(with_app(app.clone()))
@@ -251,13 +242,12 @@ pub fn routes(app: Arc<App>) -> Route {
                     ),
                     None => None,
                 };
-                let list = app.control.recordings(room.as_ref())?;
-                Resp::Ok(json_status(&json!({"recordings": list}), StatusCode::OK))
+                let recordings = app.control.recordings(room.as_ref())?;
+                Resp::Ok(json_status(&RecordingList { recordings }, StatusCode::OK))
             },
         );
 
-    let get_recording = warp::path!("api" / "v1" / "recordings" / String)
-        .and(warp::get())
+    let get_recording = route1(&ep::GET_RECORDING)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
@@ -265,8 +255,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(json_status(&rec, StatusCode::OK))
         });
 
-    let stop_recording = warp::path!("api" / "v1" / "recordings" / String / "stop")
-        .and(warp::post())
+    let stop_recording = route1(&ep::STOP_RECORDING)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
@@ -274,8 +263,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(json_status(&rec, StatusCode::OK))
         });
 
-    let delete_recording = warp::path!("api" / "v1" / "recordings" / String)
-        .and(warp::delete())
+    let delete_recording = route1(&ep::DELETE_RECORDING)
         .and(admin(app.clone()))
         .and(with_app(app.clone()))
         .and_then(|id: String, app: Arc<App>| async move {
@@ -283,8 +271,7 @@ pub fn routes(app: Arc<App>) -> Route {
             Resp::Ok(no_content())
         });
 
-    let recording_file = warp::path!("api" / "v1" / "recordings" / String / "files" / String)
-        .and(warp::get())
+    let recording_file = route2(&ep::RECORDING_FILE)
         .and(admin(app.clone()))
         .and(warp::header::optional::<String>("range"))
         .and(with_app(app.clone()))
@@ -297,14 +284,11 @@ pub fn routes(app: Arc<App>) -> Route {
             },
         );
 
-    let public = warp::path!("api" / "v1" / "public" / "rooms")
-        .and(warp::get())
+    let public = route0(&ep::PUBLIC_ROOMS)
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| {
-            json_status(
-                &json!({"rooms": app.control.public_rooms()}),
-                StatusCode::OK,
-            )
+            let rooms = app.control.public_rooms();
+            json_status(&PublicRoomList { rooms }, StatusCode::OK)
         });
 
     // Boxed one by one: a long chain of `or` makes type checking crawl.
@@ -335,6 +319,55 @@ pub fn routes(app: Arc<App>) -> Route {
     ];
     rest.into_iter()
         .fold(healthz.boxed(), |all, r| all.or(r).unify().boxed())
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// `GET /api/v1/rooms`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct RoomList {
+    /// Open rooms, oldest first.
+    pub rooms: Vec<RoomView>,
+}
+
+/// `GET /api/v1/public/rooms`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct PublicRoomList {
+    /// Open `listed` rooms.
+    pub rooms: Vec<PublicRoom>,
+}
+
+/// `GET /api/v1/rooms/{id}/participants`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ParticipantList {
+    /// People inside.
+    pub participants: Vec<ParticipantInfo>,
+}
+
+/// `GET /api/v1/rooms/{id}/lobby`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Lobby {
+    /// People waiting to be admitted.
+    pub lobby: Vec<ParticipantInfo>,
+}
+
+/// `GET /api/v1/rooms/{id}/events`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct EventList {
+    /// The moderation log.
+    pub events: Vec<AuditEvent>,
+}
+
+/// `GET /api/v1/recordings`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct RecordingList {
+    /// Recordings.
+    pub recordings: Vec<RecordingView>,
 }
 
 /// `POST /recordings` with an optional body: composite MP4 by default.

@@ -1,5 +1,6 @@
 //! The web client, embedded in the binary (plain ES modules, no build step).
 
+use super::endpoints::{self as ep, route_tail, route0, route1};
 use rust_embed::RustEmbed;
 use warp::http::{HeaderValue, Response, StatusCode, header};
 use warp::{Filter, Rejection};
@@ -31,24 +32,15 @@ fn serve(path: &str) -> Result<warp::reply::Response, Rejection> {
 
 /// `/`, `/r/{id}`, `/watch/{id}`, `/assets/*`.
 pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let home = warp::path::end()
-        .and(warp::get())
-        .and_then(|| async { serve("index.html") });
-    let room = warp::path!("r" / String)
-        .and(warp::get())
-        .and_then(|_id: String| async { serve("room.html") });
-    let watch = warp::path!("watch" / String)
-        .and(warp::get())
-        .and_then(|_id: String| async { serve("watch.html") });
-    let assets = warp::path("assets")
-        .and(warp::path::tail())
-        .and(warp::get())
-        .and_then(|tail: warp::path::Tail| async move {
-            let p = tail.as_str();
-            if p.contains("..") {
-                return Err(warp::reject::not_found());
-            }
-            serve(&format!("assets/{p}"))
-        });
+    let home = route0(&ep::HOME_PAGE).and_then(|| async { serve("index.html") });
+    let room = route1(&ep::ROOM_PAGE).and_then(|_id: String| async { serve("room.html") });
+    let watch = route1(&ep::WATCH_PAGE).and_then(|_id: String| async { serve("watch.html") });
+    let assets = route_tail(&ep::ASSETS).and_then(|tail: warp::path::Tail| async move {
+        let p = tail.as_str();
+        if p.contains("..") {
+            return Err(warp::reject::not_found());
+        }
+        serve(&format!("assets/{p}"))
+    });
     home.or(room).unify().or(watch).unify().or(assets).unify()
 }

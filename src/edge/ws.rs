@@ -6,6 +6,7 @@
 //! socket that shows no sign of life for 9 s (pings go out every 2 s) is closed, which removes its
 //! participant.
 
+use super::endpoints::{self as ep, route0};
 use super::{App, with_app};
 use crate::control::room::Command;
 use crate::signaling::{ClientMessage, MAX_MESSAGE_BYTES, ServerMessage, parse_client_message};
@@ -34,8 +35,7 @@ const MESSAGES_PER_SECOND: f64 = 50.0;
 pub fn route(
     app: Arc<App>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    warp::path!("ws")
-        .and(warp::get())
+    route0(&ep::SIGNALING)
         .and(warp::ws())
         .and(with_app(app))
         .map(|ws: Ws, app: Arc<App>| {

@@ -223,9 +223,21 @@ impl BroadcastMedia {
         match me.build(pipeline, source, outputs, codecs) {
             Ok(()) => Ok(me),
             Err(e) => {
-                for e in me.into_elements() {
-                    let _ = e.set_state(gst::State::Null);
-                    let _ = pipeline.remove(&e);
+                // Stopped off the caller's thread: the room's task holds
+                // the room's lock, and a streaming thread of these bins may
+                // be waiting for it.
+                let elements = me.into_elements();
+                let pipeline = pipeline.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("broadcast-teardown".into())
+                    .spawn(move || {
+                        for e in &elements {
+                            let _ = e.set_state(gst::State::Null);
+                            let _ = pipeline.remove(e);
+                        }
+                    });
+                if let Err(err) = spawned {
+                    tracing::error!("cannot start a teardown thread: {err}");
                 }
                 Err(e)
             }
@@ -380,12 +392,13 @@ impl BroadcastMedia {
                 .request_pad_simple("src_%u")
                 .ok_or_else(|| MediaError::Pipeline("tee refused a pad".into()))?;
             self.links.push((tee.clone(), tee_pad.clone()));
-            // With the caps check: a branch that cannot take the tee's
-            // format must fail here, not later (not-negotiated would stop
-            // the tee for the whole room). The check sometimes fails
-            // (`Noformat`) while things settle; the room retries.
+            // No caps check: it asks the source for its formats, and a
+            // mixer that has just started may not know them yet (`Noformat`
+            // now and then). A branch that cannot take the tee's format
+            // fails on its own: its sink pad keeps the error from the tee,
+            // and the room ends the broadcast on the bus error.
             tee_pad
-                .link(&sink)
+                .link_full(&sink, gst::PadLinkCheck::HIERARCHY)
                 .map_err(|e| MediaError::Pipeline(format!("link broadcast: {e:?}")))?;
         }
         Ok(())
@@ -401,7 +414,8 @@ impl BroadcastMedia {
     ) -> Result<gst::Bin, MediaError> {
         let bin = chain(pipeline, &format!("{}_{what}", self.id), description)?;
         self.bins.push(bin.clone().upcast());
-        self.pending.push((tee.clone(), pad(&bin, "sink")?));
+        let sink = super::isolating_sink(&bin, "sink")?;
+        self.pending.push((tee.clone(), sink));
         Ok(bin)
     }
 
@@ -586,16 +600,8 @@ impl BroadcastMedia {
                 let q = bin
                     .by_name(name)
                     .ok_or_else(|| MediaError::Pipeline("HLS queue".into()))?;
-                let ghost = gst::GhostPad::builder_with_target(&pad(&q, "sink")?)
-                    .map_err(|e| MediaError::Pipeline(format!("HLS ghost pad: {e}")))?
-                    .name(name)
-                    .build();
-                ghost
-                    .set_active(true)
-                    .map_err(|e| MediaError::Pipeline(format!("HLS ghost pad: {e}")))?;
-                bin.add_pad(&ghost)
-                    .map_err(|e| MediaError::Pipeline(format!("HLS ghost pad: {e}")))?;
-                self.pending.push((tee.clone(), ghost.upcast()));
+                let ghost = super::isolating_ghost(&bin, name, &pad(&q, "sink")?)?;
+                self.pending.push((tee.clone(), ghost));
             }
         }
         let master = master_playlist(&self.renditions, aac.is_some());

@@ -2,6 +2,7 @@
 //! arithmetic: the mixer applies the rectangles to compositor pads (which
 //! keep each picture's aspect ratio inside its rectangle).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A rectangle in output pixels.
@@ -25,7 +26,7 @@ impl Rect {
 }
 
 /// How tiles are arranged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LayoutMode {
     /// Everyone the same size, in a grid that fills the picture.

@@ -173,6 +173,19 @@ fn add_chain(pipeline: &gst::Pipeline, chain: &[gst::Element]) -> Result<(), Med
         .map_err(|e| MediaError::Pipeline(format!("link mixer elements: {e}")))
 }
 
+/// Brings a chain listed upstream → downstream (sources first) to the
+/// pipeline's state, the other way round. A live source started before the
+/// elements after it pushes into pads that are not active yet, gets
+/// FLUSHING back and pauses its task for good: the mix then never produces
+/// (a recording or broadcast waits forever for its first audio), and it
+/// happens only when the starting thread is descheduled for longer than the
+/// source's first buffer takes (a busy machine).
+fn start_downstream_first(chain: &[gst::Element]) {
+    for e in chain.iter().rev() {
+        let _ = e.sync_state_with_parent();
+    }
+}
+
 fn capsfilter(caps: &str) -> Result<gst::Element, MediaError> {
     let f = make("capsfilter", None)?;
     f.set_property_from_str("caps", caps);
@@ -360,9 +373,7 @@ impl Mixer {
             aparse,
             audio_aac.clone(),
         ];
-        for e in &elements {
-            let _ = e.sync_state_with_parent();
-        }
+        start_downstream_first(&elements);
         Ok(Self {
             config,
             compositor,
@@ -424,6 +435,9 @@ impl Mixer {
         let bin = gst::parse::bin_from_description(&description, true)
             .map_err(|e| MediaError::Pipeline(format!("mixer input: {e}")))?;
         bin.set_property("name", format!("mix_{track}"));
+        // A stream the decoder chokes on must not stop the publisher's tee
+        // (everyone else's forwarding).
+        let sink = super::isolating_sink(&bin, "sink")?;
         pipeline
             .add(&bin)
             .map_err(|e| MediaError::Pipeline(format!("add mixer input: {e}")))?;
@@ -475,9 +489,6 @@ impl Mixer {
         let tee_pad = tee
             .request_pad_simple("src_%u")
             .ok_or_else(|| MediaError::Pipeline("tee pad".into()))?;
-        let sink = bin
-            .static_pad("sink")
-            .ok_or_else(|| MediaError::Pipeline("input sink".into()))?;
         tee_pad
             .link(&sink)
             .map_err(|e| MediaError::Pipeline(format!("link tee to mixer: {e:?}")))?;
@@ -557,6 +568,8 @@ impl Mixer {
         rtp.set_property("allow-not-linked", true);
         let elements = vec![q.clone(), enc, pay, rtp.clone()];
         add_chain(pipeline, &elements)?;
+        // Playing before the running raw tee pushes into it.
+        start_downstream_first(&elements);
         let raw_pad = self
             .raw
             .request_pad_simple("src_%u")
@@ -567,9 +580,6 @@ impl Mixer {
                     .ok_or_else(|| MediaError::Pipeline("queue pad".into()))?,
             )
             .map_err(|e| MediaError::Pipeline(format!("MCU video: {e:?}")))?;
-        for e in &elements {
-            let _ = e.sync_state_with_parent();
-        }
         self.mcu_video = Some(McuVideo {
             elements,
             raw_pad,
@@ -620,9 +630,7 @@ impl Mixer {
             rtp.clone(),
         ];
         add_chain(pipeline, &elements)?;
-        for e in &elements {
-            let _ = e.sync_state_with_parent();
-        }
+        start_downstream_first(&elements);
         let mut out = McuAudio {
             owner: owner.clone(),
             mixer,

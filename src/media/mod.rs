@@ -85,3 +85,81 @@ pub fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, MediaErro
     b.build()
         .map_err(|_| MediaError::MissingElement(factory.to_owned()))
 }
+
+/// Gives `bin` a sink ghost pad `name` (onto the bin's unlinked sink pad
+/// `name`) that never hands a flow error back upstream: whatever goes wrong
+/// inside the bin — formats that do not match, a sink that cannot write, a
+/// branch shutting down — the `tee` feeding it sees `Ok` and goes on feeding
+/// everyone else. Without it one output's `not-negotiated` or `error`
+/// reaches the tee and stops its source: the publisher's stream or the
+/// room's mixer, for every output at once. A caps event the bin refuses is
+/// acknowledged too (a refused sticky event fails the next push the same
+/// way). The bin's own elements still post their errors on the bus, where
+/// the room ends that output. Returns the new pad.
+pub fn isolating_sink(bin: &gst::Bin, name: &str) -> Result<gst::Pad, MediaError> {
+    use gst::prelude::*;
+    let fail = |what: &str| MediaError::Pipeline(format!("{}: {what}", bin.name()));
+    let target = match bin
+        .static_pad(name)
+        .and_then(|p| p.downcast::<gst::GhostPad>().ok())
+    {
+        // `parse::bin_from_description(…, true)` ghosted it already.
+        Some(old) => {
+            let target = old
+                .target()
+                .ok_or_else(|| fail("ghost pad without target"))?;
+            old.set_target(None::<&gst::Pad>)
+                .map_err(|_| fail("cannot retarget the sink pad"))?;
+            bin.remove_pad(&old)
+                .map_err(|_| fail("cannot remove the sink pad"))?;
+            target
+        }
+        None => bin
+            .find_unlinked_pad(gst::PadDirection::Sink)
+            .ok_or_else(|| fail("no unlinked sink pad"))?,
+    };
+    isolating_ghost(bin, name, &target)
+}
+
+/// Adds to `bin` a sink ghost pad `name` onto `target` that keeps flow
+/// errors from going upstream (see [`isolating_sink`]).
+pub fn isolating_ghost(
+    bin: &gst::Bin,
+    name: &str,
+    target: &gst::Pad,
+) -> Result<gst::Pad, MediaError> {
+    use gst::prelude::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fail = |what: &str| MediaError::Pipeline(format!("{}: {what}", bin.name()));
+    let reported = Arc::new(AtomicBool::new(false));
+    let label = bin.name().to_string();
+    let absorb = move |r: Result<gst::FlowSuccess, gst::FlowError>| match r {
+        Ok(s) => Ok(s),
+        Err(gst::FlowError::Flushing | gst::FlowError::Eos) => Ok(gst::FlowSuccess::Ok),
+        Err(e) => {
+            if !reported.swap(true, Ordering::Relaxed) {
+                tracing::warn!(branch = %label, "output branch failed ({e:?}); its input is dropped from now on");
+            }
+            Ok(gst::FlowSuccess::Ok)
+        }
+    };
+    let absorb_list = absorb.clone();
+    let ghost = gst::GhostPad::builder_with_target(target)
+        .map_err(|_| fail("cannot ghost the sink pad"))?
+        .name(name)
+        .chain_function(move |pad, parent, buffer| {
+            absorb(gst::ProxyPad::chain_default(pad, parent, buffer))
+        })
+        .chain_list_function(move |pad, parent, list| {
+            absorb_list(gst::ProxyPad::chain_list_default(pad, parent, list))
+        })
+        .event_function(|pad, parent, event| {
+            let caps = event.type_() == gst::EventType::Caps;
+            gst::Pad::event_default(pad, parent, event) || caps
+        })
+        .build();
+    bin.add_pad(&ghost)
+        .map_err(|_| fail("cannot add the sink pad"))?;
+    Ok(ghost.upcast())
+}

@@ -95,6 +95,14 @@ pub enum MediaEvent {
         /// Which.
         broadcast: BroadcastId,
     },
+    /// An element of a broadcast's outputs failed (the rest of the room
+    /// goes on: the branch's sink pad keeps the error from the tee).
+    BroadcastFailed {
+        /// Which.
+        broadcast: BroadcastId,
+        /// GStreamer's message.
+        message: String,
+    },
     /// A WHEP viewer's connection failed or closed.
     ViewerGone {
         /// Broadcast.
@@ -1422,6 +1430,24 @@ impl Inner {
         }
     }
 
+    /// The broadcast whose outputs `obj` belongs to (its bins are named
+    /// `{broadcast}_…`; WHEP viewers' webrtcbins are not outputs).
+    fn broadcast_of(&self, obj: &gst::Object) -> Option<BroadcastId> {
+        let state = self.lock();
+        let mut cur = Some(obj.clone());
+        while let Some(o) = cur {
+            let name = o.name();
+            if let Some(id) = state.broadcasts.keys().find(|id| {
+                name.strip_prefix(id.as_str())
+                    .is_some_and(|rest| rest.starts_with('_'))
+            }) {
+                return Some(id.clone());
+            }
+            cur = o.parent();
+        }
+        None
+    }
+
     fn recording_of(&self, obj: &gst::Object) -> Option<RecordingId> {
         let state = self.lock();
         state
@@ -1476,6 +1502,16 @@ impl Inner {
                 {
                     tracing::warn!(room = %self.room, %recording, "recording failed: {} ({:?})", err.error(), err.debug());
                     self.fail_recording(&recording, err.error().to_string());
+                    return;
+                }
+                if let Some(src) = msg.src()
+                    && let Some(broadcast) = self.broadcast_of(src)
+                {
+                    tracing::warn!(room = %self.room, %broadcast, "broadcast output failed: {} ({:?})", err.error(), err.debug());
+                    let _ = self.events.send(MediaEvent::BroadcastFailed {
+                        broadcast,
+                        message: err.error().to_string(),
+                    });
                     return;
                 }
                 let owner = msg.src().and_then(owner_of);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A target's state, as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RtmpState {
     /// Connecting (first attempt).
@@ -28,7 +28,7 @@ pub enum RtmpState {
 }
 
 /// One target's public status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RtmpStatus {
     /// Where it goes (`rtmp://host/app/key`; the key is the last segment).
     pub url: String,

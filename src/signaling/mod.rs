@@ -5,6 +5,7 @@
 //! This module only describes messages; it does no I/O.
 
 use crate::ids::ParticipantId;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this server.
@@ -24,7 +25,7 @@ pub enum PcKind {
 }
 
 /// Mute state of one kind of media of a participant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct MediaState {
     /// The participant sends this kind of media.
     pub published: bool,
@@ -33,7 +34,7 @@ pub struct MediaState {
 }
 
 /// A participant as the REST API and the signaling show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ParticipantInfo {
     /// Id.
     pub id: ParticipantId,

@@ -59,6 +59,20 @@ const MIGRATIONS: &[&str] = &[
         files TEXT NOT NULL DEFAULT '[]'
      );
      CREATE INDEX recordings_room ON recordings (room_id, started_at);",
+    // 4: webhook deliveries not made yet (one row per event and endpoint,
+    // deleted once the endpoint answered 2xx or the event was given up).
+    "CREATE TABLE webhook_deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+     );
+     CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint, seq);",
 ];
 
 /// Applies every migration the database has not seen, each in its own transaction.

@@ -444,6 +444,142 @@ impl Store {
             )?)
         })
     }
+
+    /// Queues one webhook event for each endpoint, all or none.
+    pub fn enqueue_webhook(
+        &self,
+        endpoints: &[String],
+        event_id: &str,
+        event: &str,
+        body: &str,
+        created_at: u64,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            for endpoint in endpoints {
+                tx.execute(
+                    "INSERT INTO webhook_deliveries (endpoint, event_id, event, body, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![endpoint, event_id, event, body, created_at as i64],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The oldest delivery still to be made to `endpoint`.
+    pub fn next_webhook(&self, endpoint: &str) -> StoreResult<Option<PendingWebhook>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT seq, endpoint, event_id, event, body, created_at, attempts, next_attempt_ms \
+                 FROM webhook_deliveries WHERE endpoint = ?1 ORDER BY seq LIMIT 1",
+                params![endpoint],
+                |r| {
+                    Ok(PendingWebhook {
+                        seq: r.get(0)?,
+                        endpoint: r.get(1)?,
+                        event_id: r.get(2)?,
+                        event: r.get(3)?,
+                        body: r.get(4)?,
+                        created_at: r.get::<_, i64>(5)?.max(0) as u64,
+                        attempts: r.get::<_, i64>(6)?.clamp(0, i64::from(u32::MAX)) as u32,
+                        next_attempt_ms: r.get::<_, i64>(7)?.max(0) as u64,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    /// Notes a failed attempt and when to try again.
+    pub fn webhook_failed(
+        &self,
+        seq: i64,
+        attempts: u32,
+        next_attempt_ms: u64,
+        error: &str,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE webhook_deliveries SET attempts = ?2, next_attempt_ms = ?3, last_error = ?4 \
+                 WHERE seq = ?1",
+                params![seq, i64::from(attempts), next_attempt_ms as i64, error],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets a delivery (made, or given up).
+    pub fn delete_webhook(&self, seq: i64) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM webhook_deliveries WHERE seq = ?1",
+                params![seq],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Deliveries waiting, per endpoint.
+    pub fn pending_webhooks(&self) -> StoreResult<Vec<(String, usize)>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT endpoint, COUNT(*) FROM webhook_deliveries GROUP BY endpoint ORDER BY endpoint",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as usize))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// At start: drops deliveries to endpoints no longer configured (returns
+    /// how many) and makes every other one due now, whatever its back-off.
+    pub fn resume_webhooks(&self, endpoints: &[String]) -> StoreResult<usize> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let mut dropped = 0;
+            let stale: Vec<String> = {
+                let mut stmt = tx.prepare("SELECT DISTINCT endpoint FROM webhook_deliveries")?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .filter(|e| !endpoints.contains(e))
+                    .collect()
+            };
+            for e in stale {
+                dropped += tx.execute(
+                    "DELETE FROM webhook_deliveries WHERE endpoint = ?1",
+                    params![e],
+                )?;
+            }
+            tx.execute("UPDATE webhook_deliveries SET next_attempt_ms = 0", [])?;
+            tx.commit()?;
+            Ok(dropped)
+        })
+    }
+}
+
+/// A webhook delivery still to be made (one event to one endpoint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingWebhook {
+    /// Queue position (deliveries to one endpoint go in this order).
+    pub seq: i64,
+    /// Endpoint URL.
+    pub endpoint: String,
+    /// `evt_…`.
+    pub event_id: String,
+    /// `room_started`, …
+    pub event: String,
+    /// The JSON body, exactly as sent.
+    pub body: String,
+    /// When the event happened (Unix seconds).
+    pub created_at: u64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Not before (Unix milliseconds).
+    pub next_attempt_ms: u64,
 }
 
 #[cfg(test)]
@@ -555,6 +691,44 @@ mod tests {
         assert_eq!(s.all_recordings().unwrap().len(), 1);
         s.delete_recording(&r.id).unwrap();
         assert_eq!(s.get_recording(&r.id).unwrap(), None);
+    }
+
+    #[test]
+    fn webhook_deliveries_queue_per_endpoint_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let (a, b) = ("http://a/hook".to_owned(), "http://b/hook".to_owned());
+        {
+            let s = Store::open(&path).unwrap();
+            let both = [a.clone(), b.clone()];
+            s.enqueue_webhook(&both, "evt_1", "room_started", "{\"n\":1}", 10)
+                .unwrap();
+            s.enqueue_webhook(&both, "evt_2", "room_ended", "{\"n\":2}", 11)
+                .unwrap();
+            let first = s.next_webhook(&a).unwrap().unwrap();
+            assert_eq!((first.event_id.as_str(), first.attempts), ("evt_1", 0));
+            s.webhook_failed(first.seq, 1, 5_000, "HTTP 500").unwrap();
+            let again = s.next_webhook(&a).unwrap().unwrap();
+            assert_eq!(
+                (again.seq, again.attempts, again.next_attempt_ms),
+                (first.seq, 1, 5_000)
+            );
+            s.delete_webhook(first.seq).unwrap();
+            assert_eq!(s.next_webhook(&a).unwrap().unwrap().event_id, "evt_2");
+            assert_eq!(s.next_webhook(&b).unwrap().unwrap().event_id, "evt_1");
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.pending_webhooks().unwrap(),
+            vec![(a.clone(), 1), (b.clone(), 2)]
+        );
+        // b is no longer configured: its deliveries go; a's are due now.
+        s.webhook_failed(s.next_webhook(&a).unwrap().unwrap().seq, 3, 99_000, "x")
+            .unwrap();
+        assert_eq!(s.resume_webhooks(std::slice::from_ref(&a)).unwrap(), 2);
+        let next = s.next_webhook(&a).unwrap().unwrap();
+        assert_eq!((next.attempts, next.next_attempt_ms), (3, 0));
+        assert!(s.next_webhook(&b).unwrap().is_none());
     }
 
     #[test]
