@@ -986,3 +986,104 @@ async fn whip_vp8_ingest_publishes() {
     end_ingest(&s, &rid, &p, publisher, &pid).await;
     eprintln!("whip vp8 test: {} s", t0.elapsed().as_secs());
 }
+
+/// A broadcast whose HLS output cannot be written (the disk is full) fails
+/// on its own: the call goes on, the room's mixer keeps running (a second
+/// broadcast from the same composite goes live and is watched over WHEP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_fails_the_broadcast_not_the_call() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // HLS goes to a 300 kB disk: the first segments fill it.
+    let s = Server::start_limited(&[], Some(300_000));
+    let room = s.create_room(r#"{"name": "Full disk on air", "visibility": "listed"}"#);
+    let rid = room["id"].as_str().unwrap().to_owned();
+    let a = join(&room, "A", 0xd02020, 440.0).await;
+    let b = join(&room, "B", 0x2040d0, 660.0).await;
+    mesh(&[&a, &b]).await;
+
+    let bc = start_broadcast(&s, &rid, r#"{"hls": true, "whep": false}"#);
+    let bid = bc["id"].as_str().unwrap().to_owned();
+    let failed = wait_for("the broadcast to fail", Duration::from_secs(60), || {
+        let b = get_broadcast(&s, &bid);
+        assert_ne!(b["state"], "ended", "{b}");
+        (b["state"] == "failed").then_some(b)
+    })
+    .await;
+    assert!(
+        failed["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    assert!(failed["ended_at"].is_string(), "{failed}");
+
+    // The call goes on, both ways.
+    let (before_a, before_b) = (frames_from(&a, &b.id), frames_from(&b, &a.id));
+    wait_for("media after the failure", Duration::from_secs(10), || {
+        (frames_from(&a, &b.id) > before_a + 30 && frames_from(&b, &a.id) > before_b + 30)
+            .then_some(())
+    })
+    .await;
+    let (st, view) = s.admin("GET", &format!("/api/v1/rooms/{rid}"), None);
+    assert_eq!(st, 200, "{view}");
+    assert_eq!(view["participant_count"], 2, "{view}");
+
+    // The composite still runs: a WHEP broadcast of it goes live and plays.
+    let again = start_broadcast(&s, &rid, r#"{"hls": false, "whep": true}"#);
+    let again_id = again["id"].as_str().unwrap().to_owned();
+    let again = live(&s, &again_id).await;
+    let viewer = WhepViewer::connect(again["whep_url"].as_str().unwrap(), None)
+        .await
+        .expect("WHEP viewer");
+    viewers_decode(
+        std::slice::from_ref(&viewer),
+        &[0],
+        30,
+        Duration::from_secs(20),
+    )
+    .await;
+    end_broadcast(&s, &again_id).await;
+    drop((a, b, viewer));
+}
+
+/// Composite broadcasts started and stopped one after another, each in a
+/// new room (so each starts the room's mixer): every one goes live and its
+/// playlist grows. (A mixer whose live sources started before the elements
+/// after them stalled now and then on a busy machine; a failed build left
+/// elements playing and crashed the server.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn composite_broadcasts_start_every_time() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = Server::start();
+    for i in 0..4 {
+        let room = s.create_room(&format!(r#"{{"name": "Start {i}"}}"#));
+        let rid = room["id"].as_str().unwrap().to_owned();
+        let bc = start_broadcast(
+            &s,
+            &rid,
+            r#"{"hls": true, "whep": false, "renditions": ["360p"]}"#,
+        );
+        let bid = bc["id"].as_str().unwrap().to_owned();
+        live(&s, &bid).await;
+        let url = s.url(&format!("/hls/{bid}/360p/index.m3u8"));
+        let listed = |n: usize| {
+            let url = url.clone();
+            async move {
+                let r = get_async(&url).await;
+                (r.status == 200 && segments(&String::from_utf8_lossy(&r.body)).len() >= n)
+                    .then_some(())
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while listed(2).await.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "start {i}: {bid} did not list 2 segments in 20 s: {}",
+                get_broadcast(&s, &bid)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        end_broadcast(&s, &bid).await;
+        let (st, body) = s.admin("DELETE", &format!("/api/v1/rooms/{rid}"), None);
+        assert!(matches!(st, 200 | 204), "close room: {st} {body}");
+    }
+    assert_eq!(s.request("GET", "/healthz", None, None).0, 200);
+}

@@ -457,12 +457,19 @@ impl Control {
                 broadcasts: Arc::new(broadcast::Registry::default()),
             }),
         };
-        // HLS of a previous run is stale: its broadcasts ended with it.
+        // HLS of a previous run is stale: its broadcasts ended with it. The
+        // directory itself stays (it may be a mount point, e.g. a tmpfs).
         let hls = control.hls_dir();
-        if hls.exists()
-            && let Err(e) = std::fs::remove_dir_all(&hls)
-        {
-            tracing::warn!("cannot clear {}: {e}", hls.display());
+        for entry in std::fs::read_dir(&hls).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(e) = removed {
+                tracing::warn!("cannot clear {}: {e}", path.display());
+            }
         }
         control.recover_recordings()?;
         for record in store.open_rooms()? {

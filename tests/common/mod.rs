@@ -28,17 +28,20 @@ fn spawn(
     small_disk: Option<u64>,
 ) -> (Child, String) {
     let mut command = match small_disk {
-        // Recordings go to a tmpfs of this many bytes (its own mount
-        // namespace, so nothing outside sees it): a disk that fills up.
+        // Recordings and HLS each go to a tmpfs of this many bytes (its own
+        // mount namespace, so nothing outside sees it): a disk that fills up.
         Some(bytes) => {
-            let dir = data_dir.join("recordings");
-            std::fs::create_dir_all(&dir).expect("recordings dir");
+            let (rec, hls) = (data_dir.join("recordings"), data_dir.join("hls"));
+            for dir in [&rec, &hls] {
+                std::fs::create_dir_all(dir).expect("data subdirectory");
+            }
             let mut c = Command::new("unshare");
             c.args(["-m", "sh", "-c"])
                 .arg(format!(
-                    "mount -t tmpfs -o size={bytes} roomcast-test \"$0\" && bin=\"$1\" && shift && exec \"$bin\" serve \"$@\"",
+                    "mount -t tmpfs -o size={bytes} roomcast-test \"$0\" && mount -t tmpfs -o size={bytes} roomcast-test \"$1\" && bin=\"$2\" && shift 2 && exec \"$bin\" serve \"$@\"",
                 ))
-                .arg(&dir)
+                .arg(&rec)
+                .arg(&hls)
                 .arg(env!("CARGO_BIN_EXE_roomcast"));
             c
         }
@@ -93,7 +96,7 @@ impl Server {
         Self::start_limited(extra, None)
     }
 
-    /// A server whose recordings go to a disk of `small_disk` bytes.
+    /// A server whose recordings and HLS go to disks of `small_disk` bytes.
     pub fn start_limited(extra: &[&str], small_disk: Option<u64>) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
