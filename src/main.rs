@@ -26,6 +26,9 @@ fn main() -> std::process::ExitCode {
             runtime.block_on(roomcast::loadgen::run(*args))
         }
     };
+    // Blocking tasks still running (a webhook post to a receiver that
+    // hangs, a teardown thread) do not hold the exit up for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -152,6 +152,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     } else {
         None
     };
+    let shutdown_control = control.clone();
     let app = Arc::new(App {
         control,
         admin_token: token.clone(),
@@ -167,8 +168,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         hls_cache: crate::edge::live::HlsCache::default(),
     });
     let routes = crate::edge::routes(app);
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let (bound, server) = warp::serve(routes)
-        .try_bind_with_graceful_shutdown(addr, shutdown_signal())
+        .try_bind_with_graceful_shutdown(addr, async {
+            let _ = http_stopped.await;
+        })
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%bound, gstreamer = %gst_version, "roomcast listening");
     // stdout lines that scripts and tests read.
@@ -185,7 +189,28 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("demo room, invite link (share):  {}", room.invite_url);
     }
     let _ = std::io::stdout().flush();
-    server.await;
-    tracing::info!("roomcast stopped");
+    let server = tokio::spawn(server);
+    shutdown_signal().await;
+    // Graceful: recordings are finished and playable, broadcasts end,
+    // clients are told to reconnect (they come back when a server answers
+    // again); rooms stay open in the store. Then HTTP stops: open
+    // connections get a moment to finish. Bounded either way.
+    tracing::info!("stopping: finishing recordings and broadcasts, telling clients");
+    let t = std::time::Instant::now();
+    let late = shutdown_control.shutdown(SHUTDOWN_ROOMS).await;
+    let _ = stop_http.send(());
+    if tokio::time::timeout(SHUTDOWN_HTTP, server).await.is_err() {
+        tracing::warn!("open connections did not finish within {SHUTDOWN_HTTP:?}");
+    }
+    tracing::info!(
+        ms = t.elapsed().as_millis() as u64,
+        rooms_late = late,
+        "roomcast stopped"
+    );
     Ok(())
 }
+
+/// How long rooms get to finish their recordings and broadcasts on SIGTERM.
+pub const SHUTDOWN_ROOMS: Duration = Duration::from_secs(8);
+/// How long open HTTP connections get after that.
+pub const SHUTDOWN_HTTP: Duration = Duration::from_secs(2);

@@ -1,6 +1,6 @@
 //! Recordings, checked by decoding what was written: the composite of three
 //! participants (tiles and tones), per-track files without re-encoding, a
-//! `kill -9` during a recording, a full disk, and audio/video sync of someone
+//! `kill -9` during a recording, SIGTERM during one, a full disk, and audio/video sync of someone
 //! who joins while the recording runs.
 
 mod common;
@@ -299,6 +299,67 @@ async fn a_killed_server_leaves_a_playable_recording() {
     assert_eq!(rec["state"], "ready", "not stuck recording: {rec}");
     assert!(rec["ended_at"].is_string(), "{rec}");
     assert_eq!(rec["files"].as_array().unwrap().len(), 1, "{rec}");
+}
+
+/// SIGTERM: the recording is finished (all of it, unlike a kill), the
+/// participants are told to reconnect, the process exits in time, and the
+/// room is still there when the server starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_the_recording_and_tells_everyone() {
+    let _shared = LOAD.read().await;
+    let mut s = Server::start();
+    let room = s.create_room(r#"{"name": "Restart"}"#);
+    let id = room["id"].as_str().unwrap().to_owned();
+    let a = join(&room, "A", 0xd02020, 440.0).await;
+    let b = join(&room, "B", 0x2040d0, 660.0).await;
+    sees(&a, &[&b]).await;
+    let composite = start(&s, &id, r#"{"kind": "composite", "format": "mp4"}"#);
+    let rid = composite["id"].as_str().unwrap().to_owned();
+    let recorded = std::time::Instant::now();
+    // The recorded length is this test's input, not a wait for something.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let t = std::time::Instant::now();
+    let status = s.terminate(Duration::from_secs(15));
+    let (stopped_after, recorded_s) = (t.elapsed(), recorded.elapsed().as_secs_f64());
+    eprintln!("SIGTERM → exit in {} ms", stopped_after.as_millis());
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    // Both were told to come back later (a fatal error the web client
+    // answers by reconnecting).
+    for p in [&a, &b] {
+        wait_for("server_shutdown", Duration::from_secs(5), || {
+            p.stats()
+                .errors
+                .iter()
+                .any(|e| e == "server_shutdown")
+                .then_some(())
+        })
+        .await;
+    }
+    drop((a, b));
+
+    let file = s
+        .data_dir
+        .join("recordings")
+        .join(&rid)
+        .join("composite.mp4");
+    let (streams, duration) = av::probe(&file);
+    assert_eq!(streams.len(), 2, "{streams:?}");
+    // Finished, not cut: the last second is there too (a kill loses it).
+    assert!(
+        duration >= recorded_s - 1.5,
+        "{duration} s of {recorded_s:.1} s recorded"
+    );
+    let d = av::decode(&file, true, true);
+    assert!(d.frames.len() >= 5 * 30, "{} frames", d.frames.len());
+
+    s.start_again();
+    let (st, rec) = s.admin("GET", &format!("/api/v1/recordings/{rid}"), None);
+    assert_eq!(st, 200);
+    assert_eq!(rec["state"], "ready", "{rec}");
+    assert_eq!(rec["files"].as_array().unwrap().len(), 1, "{rec}");
+    let (st, view) = s.admin("GET", &format!("/api/v1/rooms/{id}"), None);
+    assert_eq!(st, 200, "the room outlives a restart: {view}");
+    assert!(view["closed_at"].is_null(), "{view}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1074,6 +1074,29 @@ impl Control {
         self.room_view(id)
     }
 
+    /// The server is stopping: every room finishes its recordings, ends its
+    /// broadcasts and tells its people to reconnect, all at once, for at
+    /// most `bound`. Rooms stay open in the store. Returns how many rooms
+    /// did not finish in time.
+    pub async fn shutdown(&self, bound: Duration) -> usize {
+        let handles: Vec<RoomHandle> = self.rooms().values().cloned().collect();
+        let waits: Vec<_> = handles
+            .iter()
+            .filter_map(|h| {
+                let (tx, rx) = oneshot::channel();
+                h.send(Command::Shutdown { reply: tx }).ok().map(|_| rx)
+            })
+            .collect();
+        let total = waits.len();
+        match tokio::time::timeout(bound, futures::future::join_all(waits)).await {
+            Ok(_) => 0,
+            Err(_) => {
+                tracing::warn!(rooms = total, "not every room stopped within {bound:?}");
+                total
+            }
+        }
+    }
+
     /// Closes a room: everyone is disconnected, links stop working.
     pub async fn close_room(&self, id: &RoomId, actor: Actor) -> Result<(), ControlError> {
         let handle = self.handle(id).map_err(hide_closed)?;

@@ -235,6 +235,12 @@ pub enum Command {
         /// Done.
         reply: Option<oneshot::Sender<()>>,
     },
+    /// The server is stopping: recordings are finished, broadcasts ended,
+    /// everyone is told to reconnect; the room stays open in the store.
+    Shutdown {
+        /// Done.
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Handle to a room actor.
@@ -411,6 +417,8 @@ struct Room {
     empty_since: Option<Instant>,
     next_connection: u64,
     closed: bool,
+    /// Stopped for the server's shutdown (the room stays open).
+    stopping: bool,
     speakers: Speakers,
     /// Publishers whose audio is forwarded under last-N (`None`: everyone's).
     audio_forwarded: Option<HashSet<ParticipantId>>,
@@ -485,6 +493,7 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
         empty_since: Some(Instant::now()),
         next_connection: 1,
         closed: false,
+        stopping: false,
         speakers: Speakers::default(),
         audio_forwarded: None,
         lobby: Vec::new(),
@@ -512,7 +521,7 @@ impl Room {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut speaker_tick = tokio::time::interval(SPEAKER_INTERVAL);
         speaker_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !self.closed {
+        while !self.closed && !self.stopping {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd).await,
@@ -825,6 +834,10 @@ impl Room {
                 if let Some(r) = reply {
                     let _ = r.send(());
                 }
+            }
+            Command::Shutdown { reply } => {
+                self.shut_down().await;
+                let _ = reply.send(());
             }
         }
     }
@@ -2369,6 +2382,49 @@ impl Room {
         }
     }
 
+    /// The server is stopping. Recordings are finished (their files
+    /// closed and playable), broadcasts end, everyone inside or waiting is
+    /// told `server_shutdown` (fatal: the socket closes and clients
+    /// reconnect once the server is back), and the actor stops. The room
+    /// itself stays open in the store and comes back on the next start.
+    async fn shut_down(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.finalize_all_recordings().await;
+        let on_air: Vec<BroadcastId> = self.on_air.iter().map(|o| o.broadcast.id.clone()).collect();
+        for id in on_air {
+            self.end_broadcast(&id, None);
+        }
+        let bye = ServerMessage::error(
+            "server_shutdown",
+            "the server is restarting; reconnect in a moment",
+            true,
+        );
+        let inside = self.order.len();
+        for (i, pid) in self.order.iter().enumerate() {
+            if let Some(p) = self.participants.get(pid) {
+                let room = RoomInfo::new(&self.record, inside - i - 1);
+                self.deps.webhooks.emit(
+                    Event::new(EventKind::ParticipantLeft, room)
+                        .participant(p.info.clone())
+                        .reason("server_shutdown"),
+                );
+            }
+            self.send(pid, bye.clone());
+        }
+        for (id, _) in &self.lobby {
+            self.send(id, bye.clone());
+        }
+        self.lobby.clear();
+        self.participants.clear();
+        self.order.clear();
+        self.tracks.clear();
+        self.media = None;
+        self.stopping = true;
+        tracing::info!("room stopped for the server's shutdown");
+    }
+
     async fn close(&mut self, reason: &str) {
         if self.closed {
             return;
@@ -2449,6 +2505,9 @@ fn refuse(cmd: Command) {
             if let Some(r) = reply {
                 let _ = r.send(());
             }
+        }
+        Command::Shutdown { reply } => {
+            let _ = reply.send(());
         }
         Command::Client { .. } | Command::Disconnected { .. } => {}
     }

@@ -85,6 +85,23 @@ class Server {
     this.proc = null;
   }
 
+  // SIGTERM, and the exit (code 0) within 15 s.
+  async stop() {
+    const proc = this.proc;
+    this.killing = true;
+    const exited = new Promise((r) => proc.once('exit', (code, signal) => r({ code, signal })));
+    proc.kill('SIGTERM');
+    const t0 = Date.now();
+    const { code, signal } = await Promise.race([
+      exited,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('no exit within 15 s of SIGTERM')), 15000)),
+    ]);
+    this.killing = false;
+    this.proc = null;
+    assert(code === 0, `exit after SIGTERM: code ${code} signal ${signal}`);
+    log(`server stopped ${Date.now() - t0} ms after SIGTERM`);
+  }
+
   async api(method, path, body, token = ADMIN) {
     const resp = await fetch(this.base + path, {
       method,
@@ -195,11 +212,15 @@ async function twoBrowsersSeeAndHearEachOther(server, browser) {
   const names = list.participants.map((p) => p.display_name).sort();
   assert(JSON.stringify(names) === '["Ada","Bob"]', `participants ${names}`);
 
-  // The server restarts: both browsers come back by themselves and media resumes.
-  await server.kill();
+  // The server restarts (SIGTERM, then a new process on the same port and
+  // data): both browsers come back by themselves within 5 s of the server,
+  // and media resumes.
+  await server.stop();
   await waitFor('pages to notice the restart', 10000, async () => (await roomState(ada)) !== 'joined' && (await roomState(bob)) !== 'joined');
   await server.start();
-  await waitFor('both pages to rejoin', 20000, async () => (await roomState(ada)) === 'joined' && (await roomState(bob)) === 'joined');
+  const back = Date.now();
+  await waitFor('both pages to rejoin', 5000, async () => (await roomState(ada)) === 'joined' && (await roomState(bob)) === 'joined');
+  log(`both pages rejoined ${Date.now() - back} ms after the server was back`);
   assert(await ada.evaluate(() => window.roomcast.me) === adaId, 'ada keeps her participant id');
   await expectMediaFlowing(ada, 'ada after restart');
   await expectMediaFlowing(bob, 'bob after restart');

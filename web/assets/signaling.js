@@ -50,7 +50,9 @@ export class Signaling extends EventTarget {
       this.ws = null;
       this.dispatchEvent(new CustomEvent('disconnected', { detail: { final: fatal || this.stopped } }));
       if (!this.stopped) {
-        const delay = Math.min(5000, 300 * 2 ** this.attempt++);
+        // At most 2 s apart (plus jitter, so a restarted server is not hit
+        // by everyone at once): back within ~2 s of the server.
+        const delay = Math.min(2000, 250 * 2 ** this.attempt++) + Math.random() * 250;
         setTimeout(() => this.connect(), delay);
       }
     };
