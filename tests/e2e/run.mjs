@@ -42,14 +42,15 @@ function assert(cond, message) {
 }
 
 class Server {
-  constructor() {
+  constructor({ listen = '127.0.0.1:0', iceIp = '127.0.0.1' } = {}) {
     this.dataDir = mkdtempSync(join(tmpdir(), 'roomcast-e2e-'));
-    this.listen = '127.0.0.1:0';
+    this.listen = listen;
+    this.iceIp = iceIp;
   }
 
   async start() {
     this.proc = spawn(BIN, ['serve', '--listen', this.listen, '--data-dir', this.dataDir,
-      '--ice-local-ip', '127.0.0.1', '--admin-token', ADMIN], {
+      '--ice-local-ip', this.iceIp, '--admin-token', ADMIN], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, RUST_LOG: process.env.E2E_SERVER_LOG || 'warn' },
     });
@@ -118,15 +119,16 @@ class Server {
   }
 }
 
-async function launchBrowser() {
+async function launchBrowser(executablePath = CHROMIUM, extraArgs = []) {
   return chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+      ...extraArgs,
     ],
   });
 }
@@ -498,7 +500,70 @@ async function watchBroadcast(server, browser) {
   for (const p of [hank, gina, viewer, hlsViewer]) await p.context().close();
 }
 
-const TESTS = { twoBrowsersSeeAndHearEachOther, hostControls, lobby, listedRooms, recordFromTheBrowser, mcuRoom, watchBroadcast };
+// A browser in a network namespace of its own, joined to ours by a veth
+// pair, loses its network for 10 s (link down) and gets it back: it
+// reconnects by itself, as the same participant, and media flows again both
+// ways. Needs root (ip netns); the server of this test listens on the veth.
+async function networkOutage() {
+  const ns = 'roomcast-e2e-client';
+  const [hostIf, clientIf] = ['rce2e-h', 'rce2e-c'];
+  const sh = (cmd) => execFileSync('sh', ['-c', cmd], { stdio: 'pipe' });
+  const cleanup = () => {
+    try { sh(`ip netns del ${ns}`); } catch { /* not there */ }
+    try { sh(`ip link del ${hostIf}`); } catch { /* not there */ }
+  };
+  cleanup();
+  sh(`ip netns add ${ns}`);
+  sh(`ip link add ${hostIf} type veth peer name ${clientIf} netns ${ns}`);
+  sh(`ip addr add 10.77.0.1/24 dev ${hostIf} && ip link set ${hostIf} up`);
+  sh(`ip netns exec ${ns} sh -c 'ip addr add 10.77.0.2/24 dev ${clientIf} && ip link set ${clientIf} up && ip link set lo up'`);
+  const wrapper = join(tmpdir(), `chromium-in-${ns}`);
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+  const own = new Server({ listen: '10.77.0.1:0', iceIp: '10.77.0.1' });
+  let remote = null;
+  let local = null;
+  try {
+    await own.start();
+    // Camera, microphone and WebRTC need a secure context: plain http is
+    // one only on loopback, so the veth address is declared one.
+    const secure = [`--unsafely-treat-insecure-origin-as-secure=${own.base}`];
+    remote = await launchBrowser(wrapper, secure);
+    local = await launchBrowser(CHROMIUM, secure);
+    const { status, body: room } = await own.api('POST', '/api/v1/rooms', { name: 'Outage' });
+    assert(status === 201, `create room: ${status}`);
+    const ada = await openPage(remote, room.invite_url, 'ada (own netns)');
+    const bob = await openPage(local, room.invite_url, 'bob');
+    const adaId = await joinAs(ada, 'Ada');
+    await joinAs(bob, 'Bob');
+    await expectMediaFlowing(ada, 'ada');
+    await expectMediaFlowing(bob, 'bob');
+
+    sh(`ip link set ${hostIf} down`);
+    const down = Date.now();
+    await waitFor('ada to notice the outage', 10000, async () => (await roomState(ada)) !== 'joined');
+    log(`ada noticed the outage after ${Date.now() - down} ms`);
+    const rest = 10000 - (Date.now() - down);
+    if (rest > 0) await new Promise((r) => setTimeout(r, rest));
+    sh(`ip link set ${hostIf} up`);
+    const up = Date.now();
+    await waitFor('ada to rejoin after the outage', 15000, async () => (await roomState(ada)) === 'joined');
+    log(`ada rejoined ${Date.now() - up} ms after the network came back`);
+    assert(await ada.evaluate(() => window.roomcast.me) === adaId, 'ada keeps her participant id');
+    await waitFor('bob to see ada again', 10000, async () => (await tileIds(bob)).includes(adaId));
+    await expectMediaFlowing(ada, 'ada after the outage');
+    await expectMediaFlowing(bob, 'bob after the outage');
+    const { body: list } = await own.api('GET', `/api/v1/rooms/${room.id}/participants`);
+    assert(list.participants.length === 2, `participants after the outage: ${JSON.stringify(list.participants.map((p) => p.display_name))}`);
+  } finally {
+    if (remote) await remote.close();
+    if (local) await local.close();
+    await own.cleanup();
+    cleanup();
+    rmSync(wrapper, { force: true });
+  }
+}
+
+const TESTS = { twoBrowsersSeeAndHearEachOther, networkOutage, hostControls, lobby, listedRooms, recordFromTheBrowser, mcuRoom, watchBroadcast };
 
 async function main() {
   const server = new Server();

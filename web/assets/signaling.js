@@ -9,6 +9,12 @@ const FINAL_CODES = new Set([
   'not_found', 'invalid_request', 'unsupported_version',
 ]);
 
+// Heartbeat: a ping every 2 s; a socket silent for 6 s (or not open after
+// 5 s) is treated as lost and replaced.
+const PING_INTERVAL_MS = 2000;
+const SILENCE_TIMEOUT_MS = 6000;
+const CONNECT_TIMEOUT_MS = 5000;
+
 export class Signaling extends EventTarget {
   constructor(joinMessage) {
     super();
@@ -28,26 +34,25 @@ export class Signaling extends EventTarget {
     const ws = new WebSocket(this.url());
     this.ws = ws;
     let fatal = false;
-    ws.onopen = () => {
-      ws.send(JSON.stringify({ type: 'join', version: PROTOCOL_VERSION, ...this.joinMessage() }));
-    };
-    ws.onmessage = (event) => {
-      let msg;
-      try {
-        msg = JSON.parse(event.data);
-      } catch {
-        return;
+    let lastHeard = Date.now();
+    // A socket that cannot open, or from which nothing is heard (the server
+    // answers our pings), is given up at once: a network outage otherwise
+    // leaves it "open" until TCP gives up, minutes later.
+    const watchdog = setInterval(() => {
+      if (ws.readyState === WebSocket.CONNECTING) {
+        if (Date.now() - lastHeard > CONNECT_TIMEOUT_MS) lost();
+      } else if (Date.now() - lastHeard > SILENCE_TIMEOUT_MS) {
+        lost();
+      } else if (ws.readyState === WebSocket.OPEN) {
+        ws.send(JSON.stringify({ type: 'ping' }));
       }
-      if (msg.type === 'joined') this.attempt = 0;
-      if (msg.type === 'room_closed' || (msg.type === 'error' && msg.fatal && FINAL_CODES.has(msg.code))) {
-        fatal = true;
-        this.stopped = true;
-      }
-      this.dispatchEvent(new CustomEvent('message', { detail: msg }));
-    };
-    ws.onclose = () => {
+    }, PING_INTERVAL_MS);
+    const lost = () => {
+      clearInterval(watchdog);
       if (this.ws !== ws) return;
       this.ws = null;
+      ws.onclose = null;
+      try { ws.close(); } catch { /* already closing */ }
       this.dispatchEvent(new CustomEvent('disconnected', { detail: { final: fatal || this.stopped } }));
       if (!this.stopped) {
         // At most 2 s apart (plus jitter, so a restarted server is not hit
@@ -56,6 +61,27 @@ export class Signaling extends EventTarget {
         setTimeout(() => this.connect(), delay);
       }
     };
+    ws.onopen = () => {
+      lastHeard = Date.now();
+      ws.send(JSON.stringify({ type: 'join', version: PROTOCOL_VERSION, ...this.joinMessage() }));
+    };
+    ws.onmessage = (event) => {
+      lastHeard = Date.now();
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (msg.type === 'pong') return;
+      if (msg.type === 'joined') this.attempt = 0;
+      if (msg.type === 'room_closed' || (msg.type === 'error' && msg.fatal && FINAL_CODES.has(msg.code))) {
+        fatal = true;
+        this.stopped = true;
+      }
+      this.dispatchEvent(new CustomEvent('message', { detail: msg }));
+    };
+    ws.onclose = lost;
   }
 
   send(msg) {
