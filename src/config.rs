@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// Make sure a room named "Demo room" exists and print its links at start.
     #[arg(long, env = "ROOMCAST_DEMO_ROOM")]
     pub demo_room: bool,
+    /// Per-address rate limits and the per-address connection cap (default
+    /// true; `false` for load tests from one address, or behind a proxy that limits).
+    #[arg(long, env = "ROOMCAST_RATE_LIMIT")]
+    pub rate_limit: Option<bool>,
     /// Webhook endpoint (`http://…`) for room, participant, recording and
     /// broadcast events; repeat the flag or give a comma list.
     #[arg(long, env = "ROOMCAST_WEBHOOK_URL", value_delimiter = ',')]
@@ -109,6 +113,7 @@ struct FileConfig {
     pipelines_dir: Option<PathBuf>,
     webhook_url: Option<OneOrMany>,
     webhook_secret: Option<String>,
+    rate_limit: Option<bool>,
 }
 
 /// A TOML value that may be one string or a list of them.
@@ -181,6 +186,8 @@ pub struct Settings {
     pub webhook_urls: Vec<String>,
     /// Webhook signing key; `None`: the admin token.
     pub webhook_secret: Option<String>,
+    /// Per-address rate limits and connection cap on.
+    pub rate_limit: bool,
 }
 
 /// A setting that could not be understood.
@@ -407,6 +414,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("./pipelines")),
             webhook_urls,
             webhook_secret,
+            rate_limit: args.rate_limit.or(file.rate_limit).unwrap_or(true),
         })
     }
 }

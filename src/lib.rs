@@ -14,6 +14,7 @@ pub mod edge;
 pub mod ids;
 pub mod loadgen;
 pub mod media;
+pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod signaling;

@@ -2,7 +2,7 @@
 
 use crate::config::{LogFormat, Settings};
 use crate::control::{Control, ControlSettings};
-use crate::edge::{App, SystemInfo, ratelimit::RateLimiter};
+use crate::edge::{App, SystemInfo, listener, ratelimit::Limits};
 use crate::store::Store;
 use anyhow::Context;
 use std::io::Write;
@@ -13,8 +13,13 @@ use std::time::Duration;
 
 /// Sets up `tracing` output (`RUST_LOG` overrides the default level).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,warp=warn,hyper=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            // hyper warns of every client that misses the header deadline;
+            // `edge::listener` logs those at debug (an attack would flood the log).
+            "info,warp=warn,hyper=warn,hyper::proto::h1::io=error",
+        )
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -108,6 +113,8 @@ fn demo_room(control: &Control) -> anyhow::Result<crate::control::RoomView> {
 /// Runs `roomcast serve` until SIGINT/SIGTERM.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let gst_version = crate::media::init().context("GStreamer is not usable")?;
+    // GStreamer's warnings and errors go to the same log, filtered by RUST_LOG.
+    crate::media::gst_log::install();
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     let store = Arc::new(
@@ -157,7 +164,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         control,
         admin_token: token.clone(),
         public_create: settings.public_create,
-        create_limiter: RateLimiter::new(20, Duration::from_secs(3)),
+        limits: Limits::new(settings.rate_limit),
         system: SystemInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             gstreamer_version: gst_version.clone(),
@@ -169,11 +176,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let routes = crate::edge::routes(app);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let (bound, server) = warp::serve(routes)
-        .try_bind_with_graceful_shutdown(addr, async {
-            let _ = http_stopped.await;
-        })
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = tcp.local_addr()?;
+    let server = listener::serve(
+        tcp,
+        warp::service(routes),
+        listener::ConnectionLimits {
+            // Behind one address (a load generator, a proxy) the cap is off with the rate limits.
+            per_address: settings
+                .rate_limit
+                .then_some(listener::MAX_CONNECTIONS_PER_ADDRESS),
+            ..Default::default()
+        },
+        async {
+            let _ = http_stopped.await;
+        },
+    );
     tracing::info!(%bound, gstreamer = %gst_version, "roomcast listening");
     // stdout lines that scripts and tests read.
     println!("roomcast listening on http://{bound}");

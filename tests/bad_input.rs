@@ -203,7 +203,13 @@ async fn garbage_on_the_socket_hurts_nobody() {
     .unwrap();
     assert_eq!(next_reply(&mut ws).await.unwrap()["type"], "joined");
     let _ = ws.send(Message::Text("y".repeat(200 * 1024))).await;
-    expect_closed(&mut ws).await;
+    // The server refuses it from the frame header, says why and closes
+    // (1009; tests/limits.rs). Part of the frame is still unread then, so
+    // the close may reach this client as a reset that discards the error.
+    if let Some(v) = next_reply(&mut ws).await {
+        assert_eq!(v["code"], "message_too_big", "{v}");
+        expect_closed(&mut ws).await;
+    }
 
     // A flood of valid messages is cut off: the socket is closed before all
     // of it is answered (the close may arrive as a reset, which discards the

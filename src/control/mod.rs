@@ -651,54 +651,99 @@ impl Control {
             .collect()
     }
 
-    /// Prometheus text exposition of what the server is doing now.
+    /// Prometheus text exposition of what the server is doing now: rooms,
+    /// people and tracks (from the rooms' snapshots), media counters (from
+    /// the media plane's atomics), broadcasts, webhooks and the process.
+    /// Nothing here waits on a room task or touches a pipeline.
     pub fn metrics(&self) -> String {
-        use std::fmt::Write;
-        let rooms = self.list_rooms();
-        let participants: usize = rooms.iter().map(|r| r.participant_count).sum();
-        let recording = rooms.iter().filter(|r| r.recording.is_some()).count();
-        let broadcasts = self.inner.broadcasts.list(None);
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, samples: &[(String, usize)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
+        use crate::metrics::{Exposition, Kind};
+        let snapshots: Vec<room::Snapshot> = {
+            let mut handles: Vec<RoomHandle> = self.rooms().values().cloned().collect();
+            handles.sort_by_key(|h| h.seq);
+            handles
+                .iter()
+                .filter(|h| !h.is_closed())
+                .map(|h| h.snapshot())
+                .collect()
         };
-        gauge(
+        let participants: usize = snapshots.iter().map(|s| s.participants.len()).sum();
+        let lobby: usize = snapshots.iter().map(|s| s.lobby.len()).sum();
+        let audio: usize = snapshots.iter().map(|s| s.tracks.0).sum();
+        let video: usize = snapshots.iter().map(|s| s.tracks.1).sum();
+        let recording = self
+            .list_rooms()
+            .iter()
+            .filter(|r| r.recording.is_some())
+            .count();
+        let mut e = Exposition::new();
+        e.single(
             "roomcast_rooms",
+            Kind::Gauge,
             "Open rooms.",
-            &[(String::new(), rooms.len())],
+            snapshots.len(),
         );
-        gauge(
+        e.single(
             "roomcast_participants",
+            Kind::Gauge,
             "Participants in calls.",
-            &[(String::new(), participants)],
+            participants,
         );
-        gauge(
+        e.single(
+            "roomcast_lobby_participants",
+            Kind::Gauge,
+            "People waiting in lobbies.",
+            lobby,
+        );
+        e.family(
+            "roomcast_tracks",
+            Kind::Gauge,
+            "Tracks published now, by kind.",
+        )
+        .sample("roomcast_tracks", &[("kind", "audio")], audio)
+        .sample("roomcast_tracks", &[("kind", "video")], video);
+        e.single(
             "roomcast_rooms_recording",
+            Kind::Gauge,
             "Rooms being recorded.",
-            &[(String::new(), recording)],
+            recording,
         );
+        self.write_broadcasts(&mut e);
+        write_media(&mut e);
+        e.raw(&self.inner.settings.webhooks.prometheus());
+        crate::metrics::process::write(&mut e);
+        e.finish()
+    }
+
+    fn write_broadcasts(&self, e: &mut crate::metrics::Exposition) {
+        use crate::metrics::Kind;
+        let broadcasts = self.inner.broadcasts.list(None);
         let active: Vec<&Arc<broadcast::Broadcast>> =
             broadcasts.iter().filter(|b| b.is_active()).collect();
-        gauge(
+        e.single(
             "roomcast_broadcasts",
+            Kind::Gauge,
             "Live or starting broadcasts.",
-            &[(String::new(), active.len())],
+            active.len(),
         );
-        let mut viewers = Vec::new();
         let mut targets: HashMap<String, usize> = HashMap::new();
+        e.family(
+            "roomcast_broadcast_viewers",
+            Kind::Gauge,
+            "Viewers of a broadcast (WHEP connected, HLS clients seen in 15 s).",
+        );
         for b in &active {
             let v = b.viewers();
-            viewers.push((
-                format!("{{broadcast=\"{}\",protocol=\"whep\"}}", b.id),
+            let id = b.id.to_string();
+            e.sample(
+                "roomcast_broadcast_viewers",
+                &[("broadcast", &id), ("protocol", "whep")],
                 v.whep,
-            ));
-            viewers.push((
-                format!("{{broadcast=\"{}\",protocol=\"hls\"}}", b.id),
+            );
+            e.sample(
+                "roomcast_broadcast_viewers",
+                &[("broadcast", &id), ("protocol", "hls")],
                 v.hls,
-            ));
+            );
             for t in b.rtmp.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                 let state = serde_json::to_value(t.state)
                     .ok()
@@ -707,23 +752,16 @@ impl Control {
                 *targets.entry(state).or_default() += 1;
             }
         }
-        gauge(
-            "roomcast_broadcast_viewers",
-            "Viewers of a broadcast (WHEP connected, HLS clients seen in 15 s).",
-            &viewers,
-        );
-        let mut targets: Vec<(String, usize)> = targets
-            .into_iter()
-            .map(|(s, n)| (format!("{{state=\"{s}\"}}"), n))
-            .collect();
+        let mut targets: Vec<(String, usize)> = targets.into_iter().collect();
         targets.sort();
-        gauge(
+        e.family(
             "roomcast_rtmp_targets",
+            Kind::Gauge,
             "RTMP push targets of live broadcasts, by state.",
-            &targets,
         );
-        out.push_str(&self.inner.settings.webhooks.prometheus());
-        out
+        for (state, n) in &targets {
+            e.sample("roomcast_rtmp_targets", &[("state", state)], n);
+        }
     }
 
     /// Listed rooms, for anyone.
@@ -1314,10 +1352,14 @@ impl Control {
             return Err(ControlError::NotFound("file"));
         }
         self.stored_recording(id)?;
-        let path = self.recording_dir(id).join(name);
-        if path.is_file() {
+        let dir = self.recording_dir(id);
+        let path = dir.join(name);
+        if recording::resolves_inside(&dir, &path) {
             Ok(path)
         } else {
+            if path.is_symlink() {
+                tracing::warn!(recording = %id, file = name, "refusing a link out of the recording's directory");
+            }
             Err(ControlError::NotFound("file"))
         }
     }
@@ -1483,6 +1525,88 @@ fn hide_closed(e: ControlError) -> ControlError {
         ControlError::RoomClosed => ControlError::NotFound("room"),
         other => other,
     }
+}
+
+/// The media plane's counters: RTP in and out, loss, pipeline errors and
+/// GStreamer's own warnings and errors.
+fn write_media(e: &mut crate::metrics::Exposition) {
+    use crate::metrics::Kind;
+    let m = crate::media::stats::totals();
+    let flows = [
+        (
+            "roomcast_media_received",
+            "from publishers (RTP header and payload, counted before the track's tee)",
+            &m.received,
+        ),
+        (
+            "roomcast_media_sent",
+            "to subscribers and WHEP viewers (RTP header and payload, counted at each forwarder)",
+            &m.sent,
+        ),
+    ];
+    for (prefix, what, flows) in flows {
+        for (unit, bytes) in [("bytes", true), ("packets", false)] {
+            let name = format!("{prefix}_{unit}_total");
+            e.family(
+                &name,
+                Kind::Counter,
+                &format!("RTP {unit} {what}, by kind."),
+            );
+            for (kind, t) in flows {
+                let v = if bytes { t.bytes } else { t.packets };
+                e.sample(&name, &[("kind", kind.as_str())], v);
+            }
+        }
+    }
+    e.family(
+        "roomcast_media_packets_lost_total",
+        Kind::Counter,
+        "RTP packets lost: direction=in from publishers as the server's receiver counts them, direction=out as subscribers and viewers report in RTCP (sampled every 5 s).",
+    )
+    .sample(
+        "roomcast_media_packets_lost_total",
+        &[("direction", "in")],
+        m.lost_in,
+    )
+    .sample(
+        "roomcast_media_packets_lost_total",
+        &[("direction", "out")],
+        m.lost_out,
+    );
+    e.family(
+        "roomcast_pipeline_errors_total",
+        Kind::Counter,
+        "GStreamer ERROR messages from room pipelines and RTMP pipelines, by branch.",
+    );
+    for (branch, n) in &m.errors {
+        e.sample(
+            "roomcast_pipeline_errors_total",
+            &[("branch", branch.as_str())],
+            n,
+        );
+    }
+    let (warnings, errors, suppressed) = crate::media::gst_log::counts();
+    e.family(
+        "roomcast_gstreamer_log_messages_total",
+        Kind::Counter,
+        "GStreamer log messages at WARNING and ERROR level, by level.",
+    )
+    .sample(
+        "roomcast_gstreamer_log_messages_total",
+        &[("level", "warning")],
+        warnings,
+    )
+    .sample(
+        "roomcast_gstreamer_log_messages_total",
+        &[("level", "error")],
+        errors,
+    );
+    e.single(
+        "roomcast_gstreamer_log_suppressed_total",
+        Kind::Counter,
+        "GStreamer log messages not written to the log by the rate limit.",
+        suppressed,
+    );
 }
 
 #[cfg(test)]

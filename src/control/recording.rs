@@ -98,9 +98,40 @@ pub fn is_plain_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Whether `path` is a regular file that really lies inside `dir`, once
+/// every symbolic link on the way is resolved: a link planted in a served
+/// directory cannot hand out a file from elsewhere.
+pub fn resolves_inside(dir: &Path, path: &Path) -> bool {
+    match (std::fs::canonicalize(dir), std::fs::canonicalize(path)) {
+        (Ok(dir), Ok(real)) => real.starts_with(&dir) && real.is_file(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn links_out_of_the_directory_are_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("rec");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(root.path().join("secret"), b"s").unwrap();
+        std::fs::write(dir.join("a.mp4"), b"1").unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret"), dir.join("b.mp4")).unwrap();
+        std::os::unix::fs::symlink("a.mp4", dir.join("c.mp4")).unwrap();
+        assert!(resolves_inside(&dir, &dir.join("a.mp4")));
+        assert!(!resolves_inside(&dir, &dir.join("b.mp4")));
+        assert!(
+            resolves_inside(&dir, &dir.join("c.mp4")),
+            "a link inside stays inside"
+        );
+        assert!(!resolves_inside(&dir, &dir.join("../secret")));
+        assert!(!resolves_inside(&dir, &dir.join("missing.mp4")));
+        assert!(!resolves_inside(&dir, &dir), "a directory is not a file");
+    }
 
     #[test]
     fn download_names_are_plain() {

@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub lobby: Vec<ParticipantInfo>,
     /// The actor has stopped.
     pub closed: bool,
+    /// Tracks published now: `(audio, video)`.
+    pub tracks: (usize, usize),
 }
 
 /// A join, as the actor receives it.
@@ -453,6 +455,10 @@ const BROADCAST_BUILD_ATTEMPTS: u32 = 5;
 /// How often speakers are re-evaluated.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Every this many 1 s ticks the room's webrtcbins are asked for their
+/// stats (packet loss for `/metrics`).
+const STATS_TICKS: u64 = 5;
+
 /// Whether `track` (of `owner`) flows to a subscriber showing `visible`,
 /// given whose audio is forwarded.
 fn should_forward(
@@ -479,6 +485,7 @@ pub fn spawn(seq: u64, record: RoomRecord, deps: RoomDeps) -> RoomHandle {
         participants: Vec::new(),
         lobby: Vec::new(),
         closed: false,
+        tracks: (0, 0),
     });
     let room = Room {
         record,
@@ -553,7 +560,15 @@ impl Room {
             participants,
             lobby: self.lobby.iter().map(|(_, w)| w.info.clone()).collect(),
             closed: self.closed,
+            tracks: (
+                self.count_tracks(TrackKind::Audio),
+                self.count_tracks(TrackKind::Video),
+            ),
         });
+    }
+
+    fn count_tracks(&self, kind: TrackKind) -> usize {
+        self.tracks.values().filter(|t| t.kind == kind).count()
     }
 
     fn send(&self, to: &ParticipantId, msg: ServerMessage) {
@@ -1856,6 +1871,11 @@ impl Room {
             && let Some(media) = &self.media
         {
             media.broadcast_keyframes();
+        }
+        if self.ticks.is_multiple_of(STATS_TICKS)
+            && let Some(media) = &self.media
+        {
+            media.sample_stats();
         }
         let stuck: Vec<ParticipantId> = self
             .participants

@@ -9,8 +9,9 @@
 //! `tests/openapi.rs`, which calls every documented operation on a live server.
 //!
 //! Error answers are added by `super::openapi` from the entry itself: 401
-//! where a token is checked, 400/413/415/422 where a JSON body is parsed,
-//! 400/413/415 for an SDP body; [`Endpoint::errors`] lists the others.
+//! where a token is checked, 400/408/413/415/422 where a JSON body is parsed,
+//! 400/408/413/415 for an SDP body, 429 where a per-address limit applies
+//! ([`Endpoint::rate_limit`]); [`Endpoint::errors`] lists the others.
 
 use super::errors;
 use super::live::{BroadcastList, Ingest};
@@ -78,6 +79,22 @@ pub enum Auth {
     Link,
     /// A room link token where the room asks for one (WHEP: private rooms' viewer token).
     OptionalLink,
+}
+
+/// A per-address rate limit (`super::ratelimit`): a 429 with `Retry-After`
+/// once a client address has used its allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Room creation without the admin token.
+    PublicCreate,
+    /// Calls without a valid admin token to an endpoint that needs one.
+    WithoutAdminToken,
+    /// Signaling WebSocket connections (joins).
+    Signaling,
+    /// WHEP offers.
+    Whep,
+    /// WHIP offers.
+    Whip,
 }
 
 /// A path parameter.
@@ -183,6 +200,21 @@ pub struct Endpoint {
     pub answers: &'static [Answer],
     /// Error statuses besides those the auth and body imply.
     pub errors: &'static [u16],
+    /// A per-address limit besides the one its auth implies (see [`Endpoint::rate_limit`]).
+    pub limit: Option<Limit>,
+}
+
+impl Endpoint {
+    /// The per-address limit of this endpoint: its own, else the one its
+    /// auth implies (admin endpoints limit calls without the token, public
+    /// creation limits anonymous callers); public reads are not limited.
+    pub fn rate_limit(&self) -> Option<Limit> {
+        self.limit.or(match self.auth {
+            Auth::Admin => Some(Limit::WithoutAdminToken),
+            Auth::AdminOrAnonymous => Some(Limit::PublicCreate),
+            Auth::Public | Auth::Link | Auth::OptionalLink => None,
+        })
+    }
 }
 
 const BASE: Endpoint = Endpoint {
@@ -198,6 +230,7 @@ const BASE: Endpoint = Endpoint {
     request: Request::None,
     answers: &[],
     errors: &[],
+    limit: None,
 };
 
 const fn ok(description: &'static str, content: Content) -> Answer {
@@ -899,6 +932,7 @@ rooms send the viewer token of `watch_url` (`#t=`) as the bearer.",
     request: Request::Sdp,
     answers: SDP_CREATED,
     errors: &[404, 409],
+    limit: Some(Limit::Whep),
     ..BASE
 };
 
@@ -943,6 +977,7 @@ pub static WHIP_OFFER: Endpoint = Endpoint {
     request: Request::Sdp,
     answers: SDP_CREATED,
     errors: &[404, 409],
+    limit: Some(Limit::Whip),
     ..BASE
 };
 
@@ -1044,6 +1079,7 @@ The first frame must be `join` carrying the room link token (tokens never travel
         headers: &[],
     }],
     errors: &[400],
+    limit: Some(Limit::Signaling),
     ..BASE
 };
 
@@ -1162,6 +1198,52 @@ pub fn error_schema(g: &mut SchemaGenerator) -> Schema {
 }
 
 // ------------------------------------------------------------ route heads
+
+/// Whether a path template (`/a/{x}/b`) matches a request path; a last
+/// `{path}` takes the rest (one segment or more), as [`route_tail`] does.
+fn template_matches(template: &str, path: &str) -> bool {
+    let mut t = template.split('/').filter(|s| !s.is_empty()).peekable();
+    let mut p = path.split('/').filter(|s| !s.is_empty());
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some("{path}"), Some(_)) if t.peek().is_none() => return true,
+            (Some(ts), Some(ps)) => {
+                let param = ts.starts_with('{') && ts.ends_with('}');
+                if !param && ts != ps {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// The entry that serves `method` on `path`, if any.
+pub fn lookup(method: &warp::http::Method, path: &str) -> Option<&'static Endpoint> {
+    use warp::http::Method as M;
+    let wanted = match *method {
+        M::GET => "get",
+        M::HEAD => "head",
+        M::POST => "post",
+        M::PATCH => "patch",
+        M::DELETE => "delete",
+        M::OPTIONS => "options",
+        _ => return None,
+    };
+    ALL.iter()
+        .copied()
+        .find(|e| e.method.names().contains(&wanted) && template_matches(e.path, path))
+}
+
+/// The entry a request is for (without consuming its path), for filters
+/// that apply to every route, such as the per-address limits.
+pub fn requested()
+-> impl Filter<Extract = (Option<&'static Endpoint>,), Error = std::convert::Infallible> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .map(|m: warp::http::Method, p: warp::path::FullPath| lookup(&m, p.as_str()))
+}
 
 /// The literal segments between a template's parameters: `n` parameters
 /// give `n + 1` runs.
@@ -1373,6 +1455,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn requests_are_matched_to_their_entries() {
+        use warp::http::Method as M;
+        for ep in ALL {
+            let path = example_path(ep);
+            for verb in verbs(ep.method) {
+                let m = M::from_bytes(verb.as_bytes()).unwrap();
+                let found = lookup(&m, &path).map(|e| e.operation_id);
+                assert_eq!(found, Some(ep.operation_id), "{verb} {path}");
+            }
+        }
+        let id = |m: &M, p: &str| lookup(m, p).map(|e| e.operation_id);
+        assert_eq!(id(&M::PUT, "/api/v1/rooms"), None);
+        assert_eq!(id(&M::GET, "/api/v1/nothing"), None);
+        assert_eq!(id(&M::GET, "/assets/"), None);
+        assert_eq!(id(&M::GET, "/assets/a/b/c.js"), Some("asset"));
+        assert_eq!(id(&M::GET, "/"), Some("home_page"));
+        assert_eq!(
+            lookup(&M::POST, "/whep/b_x").and_then(|e| e.rate_limit()),
+            Some(Limit::Whep)
+        );
+        assert_eq!(
+            lookup(&M::GET, "/ws").and_then(|e| e.rate_limit()),
+            Some(Limit::Signaling)
+        );
+        assert_eq!(
+            lookup(&M::GET, "/hls/b_x/720p/seg00001.ts").and_then(|e| e.rate_limit()),
+            None
+        );
     }
 
     #[tokio::test]

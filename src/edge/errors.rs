@@ -17,9 +17,25 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human text (never contains tokens).
     pub message: String,
+    /// `Retry-After` of a 429: when the client may try again.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Reject for ApiError {}
+
+/// Longest error message: a message may quote what the client sent (an
+/// unknown value, a wrong type), which is not sent back or logged whole.
+pub const MAX_MESSAGE: usize = 300;
+
+/// `text` cut to at most [`MAX_MESSAGE`] bytes, `…` marking the cut.
+fn clip(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE {
+        let end = text.floor_char_boundary(MAX_MESSAGE - '…'.len_utf8());
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
 
 impl ApiError {
     /// Builds an error.
@@ -27,7 +43,8 @@ impl ApiError {
         Self {
             status,
             code,
-            message: message.into(),
+            message: clip(message.into()),
+            retry_after: None,
         }
     }
 
@@ -55,13 +72,16 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
     }
 
-    /// 429.
-    pub fn rate_limited() -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests, slow down",
-        )
+    /// 429, with the wait before the next request is allowed (`Retry-After`).
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this address, slow down",
+            )
+        }
     }
 }
 
@@ -89,7 +109,12 @@ impl From<ControlError> for ApiError {
         } else {
             e.to_string()
         };
-        ApiError::new(status, e.code(), message)
+        let mut api = ApiError::new(status, e.code(), message);
+        if matches!(e, ControlError::RateLimited(_)) {
+            // A cap on open rooms: one frees when a room closes.
+            api.retry_after = Some(std::time::Duration::from_secs(60));
+        }
+        api
     }
 }
 
@@ -128,7 +153,16 @@ pub fn reply(e: &ApiError) -> warp::reply::Response {
             message: &e.message,
         },
     };
-    warp::reply::with_status(warp::reply::json(&body), e.status).into_response()
+    let mut resp = warp::reply::with_status(warp::reply::json(&body), e.status).into_response();
+    if let Some(after) = e.retry_after {
+        // Whole seconds, rounded up: `Retry-After: 0` would invite an instant retry.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        resp.headers_mut().insert(
+            warp::http::header::RETRY_AFTER,
+            warp::http::HeaderValue::from(secs.max(1)),
+        );
+    }
+    resp
 }
 
 /// Turns every rejection into the JSON error shape.

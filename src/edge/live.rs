@@ -69,7 +69,7 @@ fn preflight() -> warp::reply::Response {
 fn sdp_body() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
     warp::body::content_length_limit(MAX_SDP_BYTES)
         .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::bytes())
+        .and(super::body_bytes())
         .and_then(|ct: Option<String>, body: bytes::Bytes| async move {
             let mime = ct.as_deref().unwrap_or("").split(';').next().unwrap_or("");
             if !mime.trim().eq_ignore_ascii_case("application/sdp") {
@@ -120,14 +120,15 @@ pub fn hls_routes(app: Arc<App>) -> Route {
         .and_then(
             |id: String, inm: Option<String>, app: Arc<App>| async move {
                 let id = broadcast_id(&id)?;
-                let path = app.control.hls_dir().join(id.as_str()).join("index.m3u8");
-                hls_file(&app.hls_cache, &path, HlsKind::Master, inm)
+                let root = app.control.hls_dir();
+                let path = root.join(id.as_str()).join("index.m3u8");
+                hls_file(&app.hls_cache, &root, &path, HlsKind::Master, inm)
             },
         );
 
     let hls_file_route = route3(&ep::HLS_FILE)
         .and(warp::header::optional::<String>("if-none-match"))
-        .and(warp::addr::remote())
+        .and(super::listener::remote())
         .and(warp::header::optional::<String>("user-agent"))
         .and(with_app(app.clone()))
         .and_then(
@@ -157,13 +158,9 @@ pub fn hls_routes(app: Arc<App>) -> Route {
                     agent.hash(&mut h);
                     app.control.hls_seen(&id, h.finish());
                 }
-                let path = app
-                    .control
-                    .hls_dir()
-                    .join(id.as_str())
-                    .join(&rendition)
-                    .join(&file);
-                hls_file(&app.hls_cache, &path, kind, inm)
+                let root = app.control.hls_dir();
+                let path = root.join(id.as_str()).join(&rendition).join(&file);
+                hls_file(&app.hls_cache, &root, &path, kind, inm)
             },
         );
 
@@ -401,8 +398,10 @@ struct Cached {
 }
 
 impl HlsCache {
-    /// The file's bytes, validators and modification time; `None` when it is gone.
-    fn get(&self, path: &std::path::Path) -> Option<Cached> {
+    /// The file's bytes, validators and modification time; `None` when it
+    /// is gone, or is not a file inside `root` (a link out of it is not
+    /// followed; checked when the file is read, not on every cache hit).
+    fn get(&self, root: &std::path::Path, path: &std::path::Path) -> Option<Cached> {
         // A stat of a file in the page cache: microseconds, no thread hop.
         let meta = std::fs::metadata(path).ok()?;
         let modified = meta.modified().ok();
@@ -413,13 +412,21 @@ impl HlsCache {
                 .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos())
         );
-        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(hit) = c.files.get(path)
             && hit.etag == etag
         {
             return Some(hit.clone());
         }
+        drop(c);
+        if !crate::control::recording::resolves_inside(root, path) {
+            if path.exists() {
+                tracing::warn!(path = %path.display(), "HLS file outside the HLS directory, not served");
+            }
+            return None;
+        }
         let data = bytes::Bytes::from(std::fs::read(path).ok()?);
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let entry = Cached {
             data,
             modified,
@@ -448,12 +455,13 @@ impl HlsCache {
 /// `Last-Modified` let caches revalidate (`If-None-Match` → 304).
 fn hls_file(
     cache: &HlsCache,
+    root: &std::path::Path,
     path: &std::path::Path,
     kind: HlsKind,
     if_none_match: Option<String>,
 ) -> Resp {
     let file = cache
-        .get(path)
+        .get(root, path)
         .ok_or_else(|| warp::reject::custom(ApiError::not_found("file")))?;
     let (mime, cache_control) = match kind {
         HlsKind::Master => ("application/vnd.apple.mpegurl", "public, max-age=2"),
@@ -505,13 +513,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seg00001.ts");
         let cache = HlsCache::default();
-        assert!(cache.get(&path).is_none());
+        let root = dir.path();
+        assert!(cache.get(root, &path).is_none());
         std::fs::write(&path, b"one").unwrap();
-        assert_eq!(&cache.get(&path).unwrap().data[..], b"one");
+        assert_eq!(&cache.get(root, &path).unwrap().data[..], b"one");
         std::fs::write(&path, b"second").unwrap();
-        assert_eq!(&cache.get(&path).unwrap().data[..], b"second");
+        assert_eq!(&cache.get(root, &path).unwrap().data[..], b"second");
         std::fs::remove_file(&path).unwrap();
-        assert!(cache.get(&path).is_none(), "a deleted file is gone at once");
+        assert!(
+            cache.get(root, &path).is_none(),
+            "a deleted file is gone at once"
+        );
+        #[cfg(unix)]
+        {
+            let outside = tempfile::tempdir().unwrap();
+            std::fs::write(outside.path().join("secret"), b"s").unwrap();
+            std::os::unix::fs::symlink(outside.path().join("secret"), &path).unwrap();
+            assert!(
+                cache.get(root, &path).is_none(),
+                "a link out is not followed"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod endpoints;
 pub mod errors;
 pub mod files;
+pub mod listener;
 pub mod live;
 pub mod openapi;
 pub mod ratelimit;
@@ -21,6 +22,10 @@ use warp::{Filter, Rejection, Reply};
 
 /// Largest JSON body accepted on the REST API.
 pub const MAX_BODY_BYTES: u64 = 16 * 1024;
+
+/// Longest time a request body (JSON or SDP) may take to arrive once its
+/// headers are in: a client trickling its body byte by byte gets 408.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// System facts for `/api/v1/system`.
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
@@ -45,8 +50,8 @@ pub struct App {
     pub admin_token: String,
     /// Token-less room creation allowed.
     pub public_create: bool,
-    /// Per-address limiter of public room creation.
-    pub create_limiter: ratelimit::RateLimiter,
+    /// Per-address rate limits (public creation, signaling, WHEP/WHIP, calls without the admin token).
+    pub limits: ratelimit::Limits,
     /// System facts.
     pub system: SystemInfo,
     /// HLS files served from memory.
@@ -97,6 +102,53 @@ fn check_bearer(app: &App, header: Option<String>) -> Result<Caller, Rejection> 
     }
 }
 
+/// Whether an `Authorization` header carries the admin token.
+pub fn is_admin(app: &App, header: Option<&str>) -> bool {
+    header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), app.admin_token.as_bytes()))
+}
+
+/// The whole body, within [`BODY_READ_TIMEOUT`] (408 after it). The
+/// length is bounded by the `content_length_limit` in front of it.
+pub fn body_bytes() -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
+    warp::body::stream().and_then(read_body)
+}
+
+async fn read_body<S, B>(stream: S) -> Result<bytes::Bytes, Rejection>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: warp::Buf,
+{
+    use futures::TryStreamExt;
+    let read = stream.try_fold(Vec::new(), |mut all, mut chunk| async move {
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            all.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+        Ok(all)
+    });
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(all)) => Ok(bytes::Bytes::from(all)),
+        Ok(Err(e)) => Err(warp::reject::custom(ApiError::bad_request(format!(
+            "could not read the body: {e}"
+        )))),
+        Err(_) => {
+            tracing::info!("request body not received within {BODY_READ_TIMEOUT:?}");
+            Err(warp::reject::custom(ApiError::new(
+                warp::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )))
+        }
+    }
+}
+
 /// Requires the admin token.
 pub fn admin(app: Arc<App>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
@@ -140,6 +192,8 @@ pub fn parse_json<T: DeserializeOwned>(
     if !value.is_object() {
         return Err(ApiError::unprocessable("expected a JSON object"));
     }
+    // serde may quote a value of the body (`invalid type: string "…"`):
+    // `ApiError` cuts messages short.
     serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
 }
 
@@ -148,7 +202,7 @@ pub fn json_body<T: DeserializeOwned + Send>()
 -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     warp::body::content_length_limit(MAX_BODY_BYTES)
         .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::bytes())
+        .and(body_bytes())
         .and_then(|ct: Option<String>, body: bytes::Bytes| async move {
             parse_json::<T>(ct.as_deref(), &body).map_err(warp::reject::custom)
         })
@@ -171,7 +225,7 @@ pub fn optional_json_body<T: DeserializeOwned + Default + Send>()
         .map(T::default);
     let some = warp::body::content_length_limit(MAX_BODY_BYTES)
         .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::bytes())
+        .and(body_bytes())
         .and_then(|ct: Option<String>, body: bytes::Bytes| async move {
             if body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(T::default());
@@ -196,13 +250,16 @@ pub fn routes(
             "request"
         );
     });
-    // HLS first: its requests are the most numerous by far.
-    live::hls_routes(app.clone())
-        .or(rest::routes(app.clone()))
-        .or(openapi::route())
-        .or(live::routes(app.clone()))
-        .or(ws::route(app.clone()))
-        .or(web::routes())
+    // Per-address limits first; then HLS: its requests are the most numerous by far.
+    ratelimit::guard(app.clone())
+        .and(
+            live::hls_routes(app.clone())
+                .or(rest::routes(app.clone()))
+                .or(openapi::route())
+                .or(live::routes(app.clone()))
+                .or(ws::route(app.clone()))
+                .or(web::routes()),
+        )
         .recover(errors::recover)
         .with(log)
 }
@@ -226,6 +283,9 @@ mod tests {
         assert_eq!(s(parse_json(None, br#"{"n": "x"}"#)), 422);
         assert_eq!(s(parse_json(None, br#"{"n": -1}"#)), 422);
         assert!(parse_json::<T>(Some("application/json; charset=utf-8"), br#"{"n": 1}"#).is_ok());
+        let quoted = format!(r#"{{"n": "{}"}}"#, "é".repeat(5000));
+        let e = parse_json::<T>(None, quoted.as_bytes()).unwrap_err();
+        assert!(e.message.len() <= errors::MAX_MESSAGE && e.message.ends_with('…'));
     }
 
     #[test]

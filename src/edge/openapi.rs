@@ -96,7 +96,21 @@ fn error_response(status: u16) -> (&'static str, String) {
             "UnprocessableEntity",
             "Valid JSON, but of the wrong shape or with invalid values (`invalid_request`).".into(),
         ),
-        429 => ("TooManyRequests", "Rate limited (`rate_limited`).".into()),
+        408 => (
+            "RequestTimeout",
+            format!(
+                "The body did not arrive within {} s of the headers (`request_timeout`).",
+                super::BODY_READ_TIMEOUT.as_secs()
+            ),
+        ),
+        429 => (
+            "TooManyRequests",
+            "Rate limited per client address (`rate_limited`); `Retry-After` says when to try \
+again. Calls with the admin token are never limited. Limits: room creation without the admin \
+token, calls without a valid admin token to endpoints that need one, signaling connections, \
+WHEP and WHIP offers (see docs/operations.md)."
+                .into(),
+        ),
         _ => (
             "ServerError",
             "Internal error; details are in the server log, never in the answer.".into(),
@@ -115,10 +129,13 @@ fn error_statuses(e: &Endpoint) -> BTreeSet<u16> {
     };
     let by_body: &[u16] = match e.request {
         Request::None => &[],
-        Request::Json { .. } => &[400, 413, 415, 422],
-        Request::Sdp => &[400, 413, 415],
+        Request::Json { .. } => &[400, 408, 413, 415, 422],
+        Request::Sdp => &[400, 408, 413, 415],
     };
     statuses.extend(by_auth.iter().chain(by_body));
+    if e.rate_limit().is_some() {
+        statuses.insert(429);
+    }
     statuses
 }
 
@@ -286,8 +303,13 @@ pub fn document() -> Result<Value, String> {
         .into_iter()
         .map(|s| {
             let (name, description) = error_response(s);
-            let body = json!({"description": description,
+            let mut body = json!({"description": description,
                               "content": {"application/json": {"schema": error}}});
+            if s == 429 {
+                body["headers"] = json!({"Retry-After": {
+                    "description": "Seconds until the next request from this address is allowed.",
+                    "schema": {"type": "integer", "minimum": 1}}});
+            }
             (name.to_owned(), body)
         })
         .collect();

@@ -14,7 +14,6 @@ use crate::signaling::ParticipantInfo;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -66,7 +65,7 @@ pub fn routes(app: Arc<App>) -> Route {
 
     let create = route0(&ep::CREATE_ROOM)
         .and(caller(app.clone()))
-        .and(warp::addr::remote())
+        .and(super::listener::remote())
         .and(json_body::<CreateRoom>())
         .and(with_app(app.clone()))
         .and_then(create_room);
@@ -392,17 +391,11 @@ async fn create_room(
     app: Arc<App>,
 ) -> Resp {
     if caller == Caller::Anonymous {
+        // The per-address rate limit (`ratelimit::PUBLIC_CREATE`) was applied before.
         if !app.public_create {
             return Err(warp::reject::custom(ApiError::unauthorized(
                 "public room creation is off; use the admin token",
             )));
-        }
-        let ip = addr
-            .map(|a| a.ip())
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-        if !app.create_limiter.check(ip, Instant::now()) {
-            tracing::info!(%ip, "public room creation rate-limited");
-            return Err(warp::reject::custom(ApiError::rate_limited()));
         }
     }
     let creator = match caller {

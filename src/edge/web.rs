@@ -30,6 +30,22 @@ fn serve(path: &str) -> Result<warp::reply::Response, Rejection> {
     Ok(resp)
 }
 
+/// A path under `web/assets/` as our files are named: relative, plain
+/// segments of `[A-Za-z0-9._-]` that do not start with a dot. No `..`, no
+/// percent-encoding (`%2e%2e`), no backslash, no absolute path: in debug
+/// builds rust-embed reads the files from disk.
+fn is_asset_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 200
+        && p.split('/').all(|seg| {
+            !seg.is_empty()
+                && !seg.starts_with('.')
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
 /// `/`, `/r/{id}`, `/watch/{id}`, `/assets/*`.
 pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let home = route0(&ep::HOME_PAGE).and_then(|| async { serve("index.html") });
@@ -37,10 +53,37 @@ pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejec
     let watch = route1(&ep::WATCH_PAGE).and_then(|_id: String| async { serve("watch.html") });
     let assets = route_tail(&ep::ASSETS).and_then(|tail: warp::path::Tail| async move {
         let p = tail.as_str();
-        if p.contains("..") {
+        if !is_asset_path(p) {
+            tracing::debug!(path = p, "refused asset path");
             return Err(warp::reject::not_found());
         }
         serve(&format!("assets/{p}"))
     });
     home.or(room).unify().or(watch).unify().or(assets).unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asset_paths_stay_under_assets() {
+        assert!(is_asset_path("home.js"));
+        assert!(is_asset_path("vendor/hls.min.js"));
+        for bad in [
+            "",
+            "../Cargo.toml",
+            "a/../../b",
+            "%2e%2e/Cargo.toml",
+            "..%2fCargo.toml",
+            "/etc/passwd",
+            "a//b",
+            "..\\Cargo.toml",
+            ".hidden",
+            "a/./b",
+            "a\0b",
+        ] {
+            assert!(!is_asset_path(bad), "{bad:?}");
+        }
+    }
 }

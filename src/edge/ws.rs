@@ -50,6 +50,39 @@ fn to_frame(msg: &ServerMessage) -> Message {
     Message::text(serde_json::to_string(msg).unwrap_or_else(|_| "{}".to_owned()))
 }
 
+/// Close code of a frame or message over [`MAX_MESSAGE_BYTES`] (RFC 6455 "Message Too Big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Whether a socket error is a frame or message over the size limit.
+/// tungstenite refuses such a frame from its header, before reading (or
+/// allocating) its payload.
+fn is_too_big(e: &warp::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        e.source()
+            .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>()),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+    )
+}
+
+/// Tells the client its frame was too big (an error message, then close 1009).
+async fn close_too_big<S>(sink: &mut S)
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    tracing::info!("signaling frame over {MAX_MESSAGE_BYTES} bytes, closing");
+    let _ = sink
+        .send(to_frame(&ServerMessage::error(
+            "message_too_big",
+            format!("messages are limited to {MAX_MESSAGE_BYTES} bytes"),
+            true,
+        )))
+        .await;
+    let _ = sink
+        .send(Message::close_with(CLOSE_TOO_BIG, "message too big"))
+        .await;
+}
+
 async fn refuse(mut socket: WebSocket, code: &str, message: String) {
     let _ = socket
         .send(to_frame(&ServerMessage::error(code, message, true)))
@@ -62,16 +95,25 @@ async fn handle(mut socket: WebSocket, app: Arc<App>) {
     let first = tokio::time::timeout(JOIN_TIMEOUT, async {
         loop {
             match socket.next().await {
-                Some(Ok(m)) if m.is_text() => return Some(m),
-                Some(Ok(m)) if m.is_close() => return None,
+                Some(Ok(m)) if m.is_text() => return Ok(m),
+                Some(Ok(m)) if m.is_close() => return Err(false),
                 Some(Ok(_)) => continue,
-                _ => return None,
+                Some(Err(e)) => return Err(is_too_big(&e)),
+                None => return Err(false),
             }
         }
     })
     .await;
-    let Ok(Some(first)) = first else {
-        return refuse(socket, "join_timeout", "send join first".into()).await;
+    let first = match first {
+        Ok(Ok(first)) => first,
+        Ok(Err(true)) => {
+            close_too_big(&mut socket).await;
+            let _ = socket.close().await;
+            return;
+        }
+        Ok(Err(false)) | Err(_) => {
+            return refuse(socket, "join_timeout", "send join first".into()).await;
+        }
     };
     let text = first.to_str().unwrap_or("");
     let (token, session, display_name, device) = match parse_client_message(text) {
@@ -146,7 +188,16 @@ async fn relay(
                 }
             }
             frame = stream.next() => {
-                let Some(Ok(frame)) = frame else { break };
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        if is_too_big(&e) {
+                            close_too_big(&mut sink).await;
+                        }
+                        break;
+                    }
+                    None => break,
+                };
                 last_seen = Instant::now();
                 if frame.is_close() {
                     break;

@@ -118,6 +118,8 @@ fn start_roomcast(ip: IpAddr, audio_last_n: usize) -> anyhow::Result<(Proc, Stri
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN])
+        // All the load comes from one address: no per-address limits.
+        .args(["--rate-limit", "false"])
         .args([
             "--ice-local-ip",
             &ip.to_string(),

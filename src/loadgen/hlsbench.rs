@@ -107,6 +107,8 @@ impl Roomcast {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN])
+            // All the load comes from one address: no per-address limits.
+            .args(["--rate-limit", "false"])
             .args(["--ice-local-ip", "127.0.0.1", "--empty-timeout", "1h"])
             .arg("--data-dir")
             .arg(dir.path())

@@ -393,6 +393,21 @@ impl PeerMedia {
         )
     }
 
+    /// The subscribe connection's peer-connection, ICE and signaling states
+    /// (`connected/connected/stable`), for diagnostics.
+    pub fn subscribe_state(&self) -> String {
+        let pc = self
+            .subscribe
+            .property::<gst_webrtc::WebRTCPeerConnectionState>("connection-state");
+        let ice = self
+            .subscribe
+            .property::<gst_webrtc::WebRTCICEConnectionState>("ice-connection-state");
+        let sig = self
+            .subscribe
+            .property::<gst_webrtc::WebRTCSignalingState>("signaling-state");
+        format!("{pc:?}/{ice:?}/{sig:?}").to_lowercase()
+    }
+
     /// Changes the RFC 6464 level sent with the audio (0 loudest, 127 silence).
     pub fn set_level(&self, level: u8) {
         self.level.store(level.min(127), Ordering::Relaxed);

@@ -11,6 +11,8 @@ pub mod media;
 pub mod mixbench;
 pub mod peer;
 pub mod scenario;
+pub mod soak;
+pub mod soakreport;
 pub mod source;
 pub mod whepbench;
 pub mod whip;
@@ -52,6 +54,8 @@ pub enum Scenario {
     Latency(latency::LatencyArgs),
     /// WHEP viewers per core of server CPU (a broadcast of a WHIP ingest).
     Whep(whepbench::WhepBenchArgs),
+    /// A room held for a long time with churn, watched for leaks (memory, threads, fds).
+    Soak(soak::SoakArgs),
 }
 
 /// Flags of `loadgen peer`.
@@ -98,6 +102,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         Scenario::Hls(a) => return tokio::task::spawn_blocking(move || hlsbench::run(a)).await?,
         Scenario::Latency(a) => return latency::run(a).await,
         Scenario::Whep(a) => return whepbench::run(a).await,
+        Scenario::Soak(a) => return soak::run(a).await,
     };
     let report = scenario::run(kind, &a).await?;
     scenario::print_table(std::slice::from_ref(&report));

@@ -253,6 +253,11 @@ impl TestPeer {
         self.media.set_level(level);
     }
 
+    /// The subscribe connection's states (`connected/connected/stable`).
+    pub fn subscribe_state(&self) -> String {
+        self.media.subscribe_state()
+    }
+
     /// RTP packets published so far: (video, audio).
     pub fn sent(&self) -> (u64, u64) {
         self.media.sent()

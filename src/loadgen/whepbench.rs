@@ -253,6 +253,8 @@ impl Server {
         };
         let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN])
+            // All the load comes from one address: no per-address limits.
+            .args(["--rate-limit", "false"])
             .args(["--ice-local-ip", "127.0.0.1"])
             .arg("--data-dir")
             .arg(dir.path())

@@ -13,8 +13,13 @@
 //! When it resumes, sequence numbers are shifted so the subscriber sees no
 //! gap (a gap would read as loss: NACKs, concealment); only a stream that
 //! has been paused once pays for the rewrite (one copy per packet).
+//!
+//! The gate also counts what passes (bytes and packets out, per kind, for
+//! `/metrics`): two relaxed atomic adds per packet, nothing more.
 
 use super::MediaError;
+use super::rtp::TrackKind;
+use super::stats::{self, Flow};
 use gst::prelude::*;
 use gst_webrtc::{WebRTCRTPTransceiver, WebRTCRTPTransceiverDirection};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +99,16 @@ pub struct Forwarder {
     caps: Option<gst::Caps>,
     /// The subscriber-side transceiver (its `mid` maps the m-line to the track).
     pub transceiver: WebRTCRTPTransceiver,
+    /// Where the packets that pass are counted.
+    sent: &'static Flow,
+}
+
+/// Audio or video, from the `media` field of RTP caps (video when absent).
+fn kind_of(caps: &gst::Caps) -> TrackKind {
+    match caps.structure(0).and_then(|s| s.get::<&str>("media").ok()) {
+        Some("audio") => TrackKind::Audio,
+        _ => TrackKind::Video,
+    }
 }
 
 impl Forwarder {
@@ -135,6 +150,7 @@ impl Forwarder {
             pt,
             caps: pt.map(|_| caps.clone()),
             transceiver,
+            sent: stats::sent(kind_of(caps)),
         })
     }
 
@@ -173,11 +189,13 @@ impl Forwarder {
         let paused = self.paused.clone();
         let pt = self.pt;
         let continuity = Arc::new(Mutex::new(Continuity::default()));
+        let sent = self.sent;
         tee_pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
             move |_, info| match &mut info.data {
                 Some(gst::PadProbeData::Buffer(buffer)) => {
                     if pass(buffer, &paused, &continuity, pt) {
+                        sent.count(buffer.size());
                         gst::PadProbeReturn::Ok
                     } else {
                         gst::PadProbeReturn::Drop
@@ -187,6 +205,7 @@ impl Forwarder {
                     let list = list.make_mut();
                     list.foreach_mut(|mut b, _| {
                         if pass(&mut b, &paused, &continuity, pt) {
+                            sent.count(b.size());
                             std::ops::ControlFlow::Continue(Some(b))
                         } else {
                             std::ops::ControlFlow::Continue(None)

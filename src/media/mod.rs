@@ -10,6 +10,7 @@ pub mod audio_level;
 pub mod broadcast;
 pub mod codecs;
 pub mod forwarder;
+pub mod gst_log;
 pub mod ice;
 pub mod layout;
 pub mod mixer;
@@ -19,6 +20,7 @@ pub mod room;
 pub mod rtmp;
 pub mod rtp;
 pub mod sdp;
+pub mod stats;
 pub mod whep;
 
 pub use room::{

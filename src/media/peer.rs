@@ -47,6 +47,11 @@ pub fn parse_description(
     kind: WebRTCSDPType,
     sdp: &str,
 ) -> Result<WebRTCSessionDescription, MediaError> {
+    // GStreamer asserts on an empty buffer (a GLib critical, fatal under
+    // G_DEBUG=fatal-criticals): refuse it here.
+    if sdp.trim().is_empty() {
+        return Err(MediaError::BadSdp("empty SDP".into()));
+    }
     let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
         .map_err(|_| MediaError::BadSdp("unparsable SDP".into()))?;
     if msg.medias_len() == 0 {

@@ -14,6 +14,7 @@ use super::forwarder::Forwarder;
 use super::mixer::{MixInput, Mixer, MixerConfig, mcu_format};
 use super::recorder::{BranchDone, RecordingBranch};
 use super::rtp::{ForwardFormat, forward_format, normalise_buffer};
+use super::stats::{self, Branch, LossTracker};
 use super::{MediaError, ice, make, peer, sdp};
 use crate::config::IceSettings;
 use crate::ids::{BroadcastId, RecordingId, ViewerId};
@@ -149,6 +150,8 @@ struct Peer {
     forwarders: HashMap<TrackId, Forwarder>,
     /// Negotiated id of the audio-level header extension (0: none).
     audio_level_id: Arc<AtomicU8>,
+    /// Loss reported by both webrtcbins' stats, for `/metrics`.
+    loss: Arc<LossTracker>,
 }
 
 #[derive(Default)]
@@ -183,6 +186,8 @@ struct LiveBroadcast {
 struct WhepViewer {
     bin: gst::Element,
     forwarders: Vec<Forwarder>,
+    /// Loss the viewer reports (RTCP), for `/metrics`.
+    loss: Arc<LossTracker>,
 }
 
 /// Where a broadcast takes its media from, in media-plane terms.
@@ -282,6 +287,18 @@ fn owner_of(obj: &gst::Object) -> Option<ParticipantId> {
         cur = o.parent();
     }
     None
+}
+
+/// Whether `obj` is inside a WHEP viewer's webrtcbin (named `whep_…`).
+fn is_viewer(obj: &gst::Object) -> bool {
+    let mut cur = Some(obj.clone());
+    while let Some(o) = cur {
+        if o.name().starts_with("whep_") {
+            return true;
+        }
+        cur = o.parent();
+    }
+    false
 }
 
 impl RoomMedia {
@@ -866,6 +883,30 @@ impl RoomMedia {
         }
     }
 
+    /// Asks every webrtcbin of the room for its stats; the replies (on
+    /// webrtcbin's threads) add what was lost since the last sample to the
+    /// loss counters. Returns at once; call every few seconds.
+    pub fn sample_stats(&self) {
+        let bins: Vec<(gst::Element, Arc<LossTracker>)> = {
+            let state = self.inner.lock();
+            let peers = state.peers.values().flat_map(|p| {
+                [&p.publish, &p.subscribe]
+                    .into_iter()
+                    .flatten()
+                    .map(|bin| (bin.clone(), p.loss.clone()))
+            });
+            let viewers = state
+                .broadcasts
+                .values()
+                .flat_map(|b| b.viewers.values())
+                .map(|v| (v.bin.clone(), v.loss.clone()));
+            peers.chain(viewers).collect()
+        };
+        for (bin, loss) in bins {
+            stats::sample_loss(&bin, loss);
+        }
+    }
+
     /// Number of participants with media sessions.
     pub fn participant_count(&self) -> usize {
         self.inner.lock().peers.len()
@@ -1089,8 +1130,14 @@ impl RoomMedia {
         let mut state = inner.lock();
         match state.broadcasts.get_mut(broadcast) {
             Some(b) => {
-                b.viewers
-                    .insert(viewer.clone(), WhepViewer { bin, forwarders });
+                b.viewers.insert(
+                    viewer.clone(),
+                    WhepViewer {
+                        bin,
+                        forwarders,
+                        loss: Arc::default(),
+                    },
+                );
                 Ok((viewer, sdp))
             }
             None => {
@@ -1220,6 +1267,18 @@ impl Inner {
         // packets are already on time (they come out of the publisher's
         // jitterbuffer), so the clock wait per packet per subscriber is pure
         // overhead.
+        // rtpsession timestamps sender reports from the send time, which
+        // needs the pipeline's latency; a webrtcbin added to a playing
+        // pipeline never gets it, and every packet sent then logs a warning
+        // (a log call per packet per subscriber on the fan-out thread).
+        // Capture time is right for forwarded and encoded streams alike.
+        if let Some(rtpbin) = bin
+            .downcast_ref::<gst::Bin>()
+            .and_then(|b| b.by_name("rtpbin"))
+            && rtpbin.has_property("rtcp-sync-send-time")
+        {
+            rtpbin.set_property("rtcp-sync-send-time", false);
+        }
         bin.connect("deep-element-added", false, |values| {
             let element = values.get(2).and_then(|v| v.get::<gst::Element>().ok())?;
             if element.factory().is_some_and(|f| f.name() == "clocksync") {
@@ -1325,7 +1384,9 @@ impl Inner {
             .get(owner)
             .map(|p| p.audio_level_id.clone());
         let probe_meter = meter.clone().zip(level_id);
+        let received = stats::received(format.kind);
         let inspect = move |buffer: &mut gst::Buffer| {
+            received.count(buffer.size());
             normalise_buffer(buffer, pt);
             if let Some((meter, id)) = &probe_meter {
                 let id = id.load(Ordering::Relaxed);
@@ -1497,9 +1558,16 @@ impl Inner {
     fn on_bus_message(&self, msg: &gst::Message) {
         match msg.view() {
             gst::MessageView::Error(err) => {
+                // A graph to debug with, when GST_DEBUG_DUMP_DOT_DIR is set
+                // (a no-op otherwise).
+                self.pipeline.debug_to_dot_file_with_ts(
+                    gst::DebugGraphDetails::all(),
+                    format!("{}-error", self.pipeline.name()),
+                );
                 if let Some(src) = msg.src()
                     && let Some(recording) = self.recording_of(src)
                 {
+                    stats::pipeline_error(Branch::Recording);
                     tracing::warn!(room = %self.room, %recording, "recording failed: {} ({:?})", err.error(), err.debug());
                     self.fail_recording(&recording, err.error().to_string());
                     return;
@@ -1507,6 +1575,7 @@ impl Inner {
                 if let Some(src) = msg.src()
                     && let Some(broadcast) = self.broadcast_of(src)
                 {
+                    stats::pipeline_error(Branch::Broadcast);
                     tracing::warn!(room = %self.room, %broadcast, "broadcast output failed: {} ({:?})", err.error(), err.debug());
                     let _ = self.events.send(MediaEvent::BroadcastFailed {
                         broadcast,
@@ -1515,6 +1584,11 @@ impl Inner {
                     return;
                 }
                 let owner = msg.src().and_then(owner_of);
+                stats::pipeline_error(match &owner {
+                    Some(_) => Branch::Participant,
+                    None if msg.src().is_some_and(is_viewer) => Branch::Viewer,
+                    None => Branch::Other,
+                });
                 tracing::warn!(room = %self.room, participant = ?owner, "pipeline error: {} ({:?})", err.error(), err.debug());
                 if let Some(participant) = owner {
                     let _ = self.events.send(MediaEvent::PeerError {

@@ -315,7 +315,9 @@ pub async fn run_target(feed: Arc<RtmpFeed>, status: Arc<Mutex<Vec<RtmpStatus>>>
                 return;
             }
             Err((message, was_live)) => {
-                tracing::warn!(target_url = %redact(&url), "RTMP target: {message}");
+                // GStreamer's message may quote the location, key included.
+                let said = super::gst_log::redact(&message);
+                tracing::warn!(target_url = %redact(&url), "RTMP target: {said}");
                 if was_live {
                     backoff = Duration::from_secs(1);
                 }
@@ -367,6 +369,7 @@ async fn push_once(
         while let Some(msg) = bus.pop() {
             match msg.view() {
                 gst::MessageView::Error(err) => {
+                    super::stats::pipeline_error(super::stats::Branch::Rtmp);
                     error = Some(err.error().to_string());
                     break;
                 }

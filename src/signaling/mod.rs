@@ -400,9 +400,23 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, String> {
         return Err(format!("message larger than {MAX_MESSAGE_BYTES} bytes"));
     }
     serde_json::from_str(text).map_err(|e| {
-        // serde's message names the field or the problem, never echoes the input.
-        format!("invalid message: {e}")
+        // serde's message names the field or the problem; it may quote a
+        // value of the input (`invalid type: string "…"`), so it is cut short.
+        clip(format!("invalid message: {e}"), MAX_ERROR_TEXT)
     })
+}
+
+/// Longest error text [`parse_client_message`] gives.
+pub const MAX_ERROR_TEXT: usize = 300;
+
+/// `text` cut to at most `max` bytes (on a character boundary), `…` marking the cut.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let end = text.floor_char_boundary(max.saturating_sub('…'.len_utf8()));
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 #[cfg(test)]
@@ -470,6 +484,13 @@ mod tests {
             "a".repeat(MAX_MESSAGE_BYTES)
         );
         assert!(parse_client_message(&huge).is_err());
+        // A value quoted back in the error is cut short.
+        let quoted = format!(
+            r#"{{"type":"ice","pc":"publish","candidate":"x","sdp_mline_index":"{}"}}"#,
+            "é".repeat(10_000)
+        );
+        let e = parse_client_message(&quoted).unwrap_err();
+        assert!(e.len() <= MAX_ERROR_TEXT && e.ends_with('…'), "{e}");
     }
 
     #[test]
