@@ -285,6 +285,13 @@ impl Mixer {
         let profile = capsfilter(super::broadcast::H264_PROFILE_CAPS)?;
         let parse = make("h264parse", None)?;
         parse.set_property("config-interval", -1i32);
+        // Byte-stream, whatever the outputs prefer: the tee settles on what
+        // all its branches take, and a payloader listing `avc` first made
+        // h264parse switch to it, which MPEG-TS (HLS) refuses — the
+        // composite stopped (seen in a CI run). Every output takes
+        // byte-stream (recordings and RTMP parse again), as the broadcast
+        // renditions already do.
+        let stream_format = capsfilter("video/x-h264,stream-format=byte-stream,alignment=au")?;
         let video = make("tee", None)?;
         video.set_property("allow-not-linked", true);
         // The raw picture, for outputs that encode it their own way (MCU).
@@ -302,6 +309,7 @@ impl Mixer {
                 encoder.clone(),
                 profile.clone(),
                 parse.clone(),
+                stream_format.clone(),
                 video.clone(),
             ],
         )?;
@@ -361,6 +369,7 @@ impl Mixer {
             encoder,
             profile,
             parse,
+            stream_format,
             video.clone(),
             silence,
             silence_caps,
