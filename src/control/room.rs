@@ -37,6 +37,9 @@ fn composite_participant() -> ParticipantId {
         .unwrap_or_else(ParticipantId::generate)
 }
 
+/// How long a stopped recording's files get to finish (the muxer's final
+/// header written after EOS) before they are served as last written.
+const FINALIZE_WAIT: Duration = Duration::from_secs(10);
 /// A subscriber that has not answered an offer within this long is dropped.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Remote ICE candidates accepted per participant connection (browsers send
@@ -2347,12 +2350,22 @@ impl Room {
         let mut changed = false;
         while i < self.recordings.len() {
             let a = &self.recordings[i];
-            let done = a.record.state == RecordingState::Finalizing
-                && (a.open.is_empty()
-                    || a.stopping_since
-                        .is_some_and(|t| t.elapsed() > Duration::from_secs(5)));
+            let late = a
+                .stopping_since
+                .is_some_and(|t| t.elapsed() > FINALIZE_WAIT);
+            let done = a.record.state == RecordingState::Finalizing && (a.open.is_empty() || late);
             if done {
                 let mut a = self.recordings.remove(i);
+                if !a.open.is_empty() {
+                    tracing::warn!(
+                        recording = %a.id(),
+                        files = a.open.len(),
+                        "files not finished in time; served as last written"
+                    );
+                    if let Some(media) = &self.media {
+                        media.abandon_recording(a.id());
+                    }
+                }
                 let record = a.end(RecordingState::Ready, None);
                 self.save_recording(&record);
                 self.recording_event(&record);
@@ -2392,6 +2405,9 @@ impl Room {
                 && Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for id in &ids {
+                media.abandon_recording(id);
             }
         }
         for mut a in std::mem::take(&mut self.recordings) {

@@ -197,6 +197,10 @@ impl RecordingBranch {
         sink.set_property("location", file.to_string_lossy().as_ref());
         sink.set_property("sync", false);
         sink.set_property("async", false);
+        // Every write goes straight to the file: what the muxer wrote
+        // before its EOS (the final header) is on disk when `BranchDone`
+        // is sent, and a killed server loses nothing buffered in here.
+        sink.set_property_from_str("buffer-mode", "unbuffered");
         bin.add_many([&mux, &sink])
             .map_err(|e| MediaError::Pipeline(format!("recording: {e}")))?;
         mux.link(&sink)

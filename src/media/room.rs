@@ -825,6 +825,13 @@ impl RoomMedia {
         n
     }
 
+    /// Gives up on files of `recording` that did not finish in time: their
+    /// branches go, so nothing touches the files once they are served
+    /// (fragmented MP4 and Matroska play up to the last fragment written).
+    pub fn abandon_recording(&self, recording: &RecordingId) {
+        self.inner.drop_recording(recording);
+    }
+
     /// Files of `recording` still being written.
     pub fn recording_files(&self, recording: &RecordingId) -> Vec<std::path::PathBuf> {
         let state = self.inner.lock();
@@ -1540,6 +1547,15 @@ impl Inner {
 
     /// Drops every branch of a failed recording (the rest of the room goes on).
     fn fail_recording(&self, recording: &RecordingId, message: String) {
+        self.drop_recording(recording);
+        let _ = self.events.send(MediaEvent::RecordingFailed {
+            recording: recording.clone(),
+            message,
+        });
+    }
+
+    /// Removes every branch of `recording`: nothing writes its files any more.
+    fn drop_recording(&self, recording: &RecordingId) {
         let bins: Vec<gst::Element> = {
             let mut state = self.lock();
             let (failed, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut state.branches)
@@ -1549,10 +1565,6 @@ impl Inner {
             failed.into_iter().map(|b| b.into_bin().upcast()).collect()
         };
         self.remove_elements_later(bins);
-        let _ = self.events.send(MediaEvent::RecordingFailed {
-            recording: recording.clone(),
-            message,
-        });
     }
 
     fn on_bus_message(&self, msg: &gst::Message) {
