@@ -226,19 +226,12 @@ impl BroadcastMedia {
                 // Stopped off the caller's thread: the room's task holds
                 // the room's lock, and a streaming thread of these bins may
                 // be waiting for it.
-                let elements = me.into_elements();
-                let pipeline = pipeline.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("broadcast-teardown".into())
-                    .spawn(move || {
-                        for e in &elements {
-                            let _ = e.set_state(gst::State::Null);
-                            let _ = pipeline.remove(e);
-                        }
-                    });
-                if let Err(err) = spawned {
-                    tracing::error!("cannot start a teardown thread: {err}");
-                }
+                super::tear_down_later(
+                    pipeline,
+                    me.into_elements(),
+                    std::time::Duration::ZERO,
+                    "broadcast-teardown",
+                );
                 Err(e)
             }
         }

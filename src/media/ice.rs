@@ -23,6 +23,16 @@ pub fn configure(webrtcbin: &gst::Element, ice: &IceSettings) {
     if agent.has_property("ice-tcp") {
         agent.set_property("ice-tcp", false);
     }
+    // libnice asks the router for a port over UPnP by default: an SSDP
+    // search and an HTTP listener per agent, useless for a server (and it
+    // logged "Address already in use" under load). Public addresses come
+    // from `public_ip`, STUN or TURN instead.
+    if agent.has_property("agent") {
+        let nice = agent.property::<gst::glib::Object>("agent");
+        if nice.has_property("upnp") {
+            nice.set_property("upnp", false);
+        }
+    }
     if let Some((low, high)) = ice.port_range {
         agent.set_min_rtp_port(u32::from(low));
         agent.set_max_rtp_port(u32::from(high));

@@ -11,6 +11,7 @@ pub mod broadcast;
 pub mod codecs;
 pub mod forwarder;
 pub mod gst_log;
+pub mod heap;
 pub mod ice;
 pub mod layout;
 pub mod mixer;
@@ -86,6 +87,39 @@ pub fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, MediaErro
     }
     b.build()
         .map_err(|_| MediaError::MissingElement(factory.to_owned()))
+}
+
+/// Stops `elements` and takes them out of `pipeline` on a thread of their
+/// own (named `what`), after `delay`: never on a room task, which holds the
+/// room's lock a streaming thread of these elements may be waiting for.
+/// Their memory then goes back to the system ([`heap::released`]).
+pub fn tear_down_later(
+    pipeline: &gst::Pipeline,
+    elements: Vec<gst::Element>,
+    delay: std::time::Duration,
+    what: &str,
+) {
+    if elements.is_empty() {
+        return;
+    }
+    use gst::prelude::*;
+    let pipeline = pipeline.clone();
+    let spawned = std::thread::Builder::new()
+        .name(what.to_owned())
+        .spawn(move || {
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+            for e in &elements {
+                let _ = e.set_state(gst::State::Null);
+                let _ = pipeline.remove(e);
+            }
+            drop(elements);
+            heap::released();
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start a teardown thread ({what}): {e}");
+    }
 }
 
 /// Gives `bin` a sink ghost pad `name` (onto the bin's unlinked sink pad

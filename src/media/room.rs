@@ -249,6 +249,8 @@ impl Drop for Inner {
             .name("room-teardown".into())
             .spawn(move || {
                 let _ = pipeline.set_state(gst::State::Null);
+                drop(pipeline);
+                super::heap::released();
             });
     }
 }
@@ -1042,20 +1044,12 @@ impl RoomMedia {
         }
         self.inner.remove_elements_later(teardown);
         // hlssink2 writes the end of its playlists on EOS: give it a moment.
-        let elements = b.media.into_elements();
-        let pipeline = self.inner.pipeline.clone();
-        let spawned = std::thread::Builder::new()
-            .name("broadcast-teardown".into())
-            .spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(500));
-                for e in &elements {
-                    let _ = e.set_state(gst::State::Null);
-                    let _ = pipeline.remove(e);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(room = %self.inner.room, "cannot start a teardown thread: {e}");
-        }
+        super::tear_down_later(
+            &self.inner.pipeline,
+            b.media.into_elements(),
+            std::time::Duration::from_millis(500),
+            "broadcast-teardown",
+        );
         if b.composite {
             self.release_mixer_if_unused();
         }
@@ -1346,21 +1340,12 @@ impl Inner {
 
     /// Stops and removes `elements`, in order, on a thread of its own.
     fn remove_elements_later(&self, elements: Vec<gst::Element>) {
-        if elements.is_empty() {
-            return;
-        }
-        let pipeline = self.pipeline.clone();
-        let spawned = std::thread::Builder::new()
-            .name("peer-teardown".into())
-            .spawn(move || {
-                for e in &elements {
-                    let _ = e.set_state(gst::State::Null);
-                    let _ = pipeline.remove(e);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(room = %self.room, "cannot start a teardown thread: {e}");
-        }
+        super::tear_down_later(
+            &self.pipeline,
+            elements,
+            std::time::Duration::ZERO,
+            "peer-teardown",
+        );
     }
 
     /// `pad-added` of a publisher: a new track. Runs on a streaming thread.
