@@ -175,6 +175,122 @@ pub struct RecordingFile {
     pub size: u64,
 }
 
+/// A file of a recording as the API shows it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RecordingFileView {
+    /// File name.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Download URL (admin token required, HTTP Range supported).
+    pub url: String,
+}
+
+/// A recording as the API shows it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RecordingView {
+    /// Id.
+    pub id: crate::ids::RecordingId,
+    /// Room.
+    pub room_id: RoomId,
+    /// Composite or tracks.
+    pub kind: RecordingKind,
+    /// Container.
+    pub format: RecordingFormat,
+    /// State.
+    pub state: RecordingState,
+    /// Start.
+    pub started_at: String,
+    /// End.
+    pub ended_at: Option<String>,
+    /// Seconds recorded.
+    pub duration_s: Option<f64>,
+    /// Files.
+    pub files: Vec<RecordingFileView>,
+    /// Why it failed (or how it ended early).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RecordingView {
+    /// The stored recording with its stored files; file URLs start with
+    /// `public_url`.
+    pub fn new(r: &RecordingRecord, public_url: &str) -> Self {
+        Self::with_files(r, r.files.clone(), public_url)
+    }
+
+    /// The stored recording with `files` (those on disk while it records).
+    pub fn with_files(r: &RecordingRecord, files: Vec<RecordingFile>, public_url: &str) -> Self {
+        Self {
+            id: r.id.clone(),
+            room_id: r.room_id.clone(),
+            kind: r.kind,
+            format: r.format,
+            state: r.state,
+            started_at: r.started_at.clone(),
+            ended_at: r.ended_at.clone(),
+            duration_s: r.duration_s,
+            files: files
+                .into_iter()
+                .map(|f| RecordingFileView {
+                    url: format!("{public_url}/api/v1/recordings/{}/files/{}", r.id, f.name),
+                    name: f.name,
+                    size: f.size,
+                })
+                .collect(),
+            error: r.error.clone(),
+        }
+    }
+}
+
+/// A room's settings and head count: the API's Room without its links
+/// (which carry tokens), and what webhooks show.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RoomInfo {
+    /// Id.
+    pub id: RoomId,
+    /// Name.
+    pub name: String,
+    /// Cap.
+    pub max_participants: u32,
+    /// Visibility.
+    pub visibility: Visibility,
+    /// Lobby.
+    pub lobby: bool,
+    /// Mode.
+    pub mode: RoomMode,
+    /// Locked.
+    pub locked: bool,
+    /// Invite link works.
+    pub invites_enabled: bool,
+    /// People inside (when the event happened, for a webhook).
+    pub participant_count: usize,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Closing time (RFC 3339), once closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+}
+
+impl RoomInfo {
+    /// From the stored record and the number of people inside.
+    pub fn new(r: &RoomRecord, participant_count: usize) -> Self {
+        Self {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            max_participants: r.max_participants,
+            visibility: r.visibility,
+            lobby: r.lobby,
+            mode: r.mode,
+            locked: r.locked,
+            invites_enabled: r.invites_enabled,
+            participant_count,
+            created_at: r.created_at.clone(),
+            closed_at: r.closed_at.clone(),
+        }
+    }
+}
+
 /// A recording as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordingRecord {

@@ -95,7 +95,11 @@ async fn shutdown_signal() {
 /// The open room named "Demo room", created when missing.
 fn demo_room(control: &Control) -> anyhow::Result<crate::control::RoomView> {
     const NAME: &str = "Demo room";
-    if let Some(room) = control.list_rooms().into_iter().find(|r| r.name == NAME) {
+    if let Some(room) = control
+        .list_rooms()
+        .into_iter()
+        .find(|r| r.room.name == NAME)
+    {
         return Ok(room);
     }
     Ok(control.create_room(

@@ -14,6 +14,7 @@ pub mod tokens;
 
 use crate::config::IceSettings;
 use crate::ids::{ParticipantId, RoomId};
+pub use crate::model::{RecordingFileView, RecordingView};
 use crate::model::{Role, RoomMode, RoomRecord, Visibility, now_rfc3339, unix_now};
 use crate::signaling::{IceServer, ParticipantInfo, ServerMessage};
 use crate::store::{Store, StoreError};
@@ -205,43 +206,6 @@ fn default_kind() -> crate::model::RecordingKind {
     crate::model::RecordingKind::Composite
 }
 
-/// A file of a recording as the API shows it.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct RecordingFileView {
-    /// File name.
-    pub name: String,
-    /// Bytes.
-    pub size: u64,
-    /// Download URL (admin token required, HTTP Range supported).
-    pub url: String,
-}
-
-/// A recording as the API shows it.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct RecordingView {
-    /// Id.
-    pub id: crate::ids::RecordingId,
-    /// Room.
-    pub room_id: RoomId,
-    /// Composite or tracks.
-    pub kind: crate::model::RecordingKind,
-    /// Container.
-    pub format: crate::model::RecordingFormat,
-    /// State.
-    pub state: crate::model::RecordingState,
-    /// Start.
-    pub started_at: String,
-    /// End.
-    pub ended_at: Option<String>,
-    /// Seconds recorded.
-    pub duration_s: Option<f64>,
-    /// Files.
-    pub files: Vec<RecordingFileView>,
-    /// Why it failed (or how it ended early).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
 /// Body of `POST /api/v1/rooms`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct CreateRoom {
@@ -285,26 +249,9 @@ pub struct PatchRoom {
 /// A room as the API shows it.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RoomView {
-    /// Id.
-    pub id: RoomId,
-    /// Name.
-    pub name: String,
-    /// Cap.
-    pub max_participants: u32,
-    /// Visibility.
-    pub visibility: Visibility,
-    /// Lobby.
-    pub lobby: bool,
-    /// Mode.
-    pub mode: RoomMode,
-    /// Locked.
-    pub locked: bool,
-    /// Invite link works.
-    pub invites_enabled: bool,
-    /// People inside now.
-    pub participant_count: usize,
-    /// Creation time.
-    pub created_at: String,
+    /// Settings and head count.
+    #[serde(flatten)]
+    pub room: crate::model::RoomInfo,
     /// Link for guests.
     pub invite_url: String,
     /// Link for hosts.
@@ -544,16 +491,7 @@ impl Control {
         with_list: bool,
     ) -> RoomView {
         RoomView {
-            id: record.id.clone(),
-            name: record.name.clone(),
-            max_participants: record.max_participants,
-            visibility: record.visibility,
-            lobby: record.lobby,
-            mode: record.mode,
-            locked: record.locked,
-            invites_enabled: record.invites_enabled,
-            participant_count: participants.len(),
-            created_at: record.created_at.clone(),
+            room: crate::model::RoomInfo::new(record, participants.len()),
             invite_url: self.inner.links.invite(record),
             host_url: self.inner.links.host(record),
             participants: with_list.then(|| participants.to_vec()),
@@ -768,11 +706,11 @@ impl Control {
     pub fn public_rooms(&self) -> Vec<PublicRoom> {
         self.list_rooms()
             .into_iter()
-            .filter(|r| r.visibility == Visibility::Listed && r.invites_enabled)
+            .filter(|r| r.room.visibility == Visibility::Listed && r.room.invites_enabled)
             .map(|r| PublicRoom {
-                id: r.id,
-                name: r.name,
-                participant_count: r.participant_count,
+                id: r.room.id,
+                name: r.room.name,
+                participant_count: r.room.participant_count,
                 join_url: r.invite_url,
             })
             .collect()
@@ -1232,28 +1170,7 @@ impl Control {
         } else {
             r.files.clone()
         };
-        RecordingView {
-            id: r.id.clone(),
-            room_id: r.room_id.clone(),
-            kind: r.kind,
-            format: r.format,
-            state: r.state,
-            started_at: r.started_at.clone(),
-            ended_at: r.ended_at.clone(),
-            duration_s: r.duration_s,
-            files: files
-                .into_iter()
-                .map(|f| RecordingFileView {
-                    url: format!(
-                        "{}/api/v1/recordings/{}/files/{}",
-                        self.inner.settings.public_url, r.id, f.name
-                    ),
-                    name: f.name,
-                    size: f.size,
-                })
-                .collect(),
-            error: r.error.clone(),
-        }
+        RecordingView::with_files(r, files, &self.inner.settings.public_url)
     }
 
     fn recording_dir(&self, id: &crate::ids::RecordingId) -> std::path::PathBuf {
@@ -1419,7 +1336,7 @@ impl Control {
 
     /// Queues `recording_ready`/`recording_failed` for a recording closed at start.
     fn recording_event(&self, r: &crate::model::RecordingRecord) {
-        use crate::webhooks::{Event, EventKind, RecordingInfo, RoomInfo};
+        use crate::webhooks::{Event, EventKind, RoomInfo};
         let kind = match r.state {
             crate::model::RecordingState::Ready => EventKind::RecordingReady,
             _ => EventKind::RecordingFailed,
@@ -1427,7 +1344,7 @@ impl Control {
         match self.inner.store.get_room(&r.room_id) {
             Ok(Some(room)) => self.inner.settings.webhooks.emit(
                 Event::new(kind, RoomInfo::new(&room, 0))
-                    .recording(RecordingInfo::new(r, &self.inner.settings.public_url)),
+                    .recording(RecordingView::new(r, &self.inner.settings.public_url)),
             ),
             Ok(None) => tracing::warn!(recording = %r.id, "no room for the recording's webhook"),
             Err(e) => tracing::warn!(recording = %r.id, "cannot read the recording's room: {e}"),

@@ -23,7 +23,7 @@ use crate::signaling::{
     ServerMessage, TrackDescription,
 };
 use crate::store::Store;
-use crate::webhooks::{Event, EventKind, RecordingInfo, RoomInfo};
+use crate::webhooks::{Event, EventKind, RoomInfo};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -680,10 +680,12 @@ impl Room {
         } else {
             EventKind::RecordingReady
         };
-        self.deps.webhooks.emit(
-            self.event(kind)
-                .recording(RecordingInfo::new(record, &self.deps.links.public_url)),
-        );
+        self.deps
+            .webhooks
+            .emit(self.event(kind).recording(crate::model::RecordingView::new(
+                record,
+                &self.deps.links.public_url,
+            )));
     }
 
     /// Queues a `broadcast_*` event.

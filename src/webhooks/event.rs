@@ -6,7 +6,7 @@
 //! they are, so every retry sends the same bytes.
 
 use crate::ids::RoomId;
-use crate::model::{RecordingRecord, RoomMode, RoomRecord, Visibility};
+pub use crate::model::RoomInfo;
 use crate::signaling::ParticipantInfo;
 use serde::Serialize;
 
@@ -45,116 +45,6 @@ impl EventKind {
             EventKind::RecordingFailed => "recording_failed",
             EventKind::BroadcastStarted => "broadcast_started",
             EventKind::BroadcastEnded => "broadcast_ended",
-        }
-    }
-}
-
-/// A room as webhooks show it: the Room of the API without its links.
-#[derive(Debug, Clone, Serialize)]
-pub struct RoomInfo {
-    /// Id.
-    pub id: RoomId,
-    /// Name.
-    pub name: String,
-    /// Cap.
-    pub max_participants: u32,
-    /// Visibility.
-    pub visibility: Visibility,
-    /// Lobby.
-    pub lobby: bool,
-    /// Mode.
-    pub mode: RoomMode,
-    /// Locked.
-    pub locked: bool,
-    /// Invite link works.
-    pub invites_enabled: bool,
-    /// People inside when the event happened.
-    pub participant_count: usize,
-    /// Creation time (RFC 3339).
-    pub created_at: String,
-    /// Closing time (RFC 3339), once closed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub closed_at: Option<String>,
-}
-
-impl RoomInfo {
-    /// From the stored record and the number of people inside.
-    pub fn new(r: &RoomRecord, participant_count: usize) -> Self {
-        Self {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            max_participants: r.max_participants,
-            visibility: r.visibility,
-            lobby: r.lobby,
-            mode: r.mode,
-            locked: r.locked,
-            invites_enabled: r.invites_enabled,
-            participant_count,
-            created_at: r.created_at.clone(),
-            closed_at: r.closed_at.clone(),
-        }
-    }
-}
-
-/// A recording's file.
-#[derive(Debug, Clone, Serialize)]
-pub struct FileInfo {
-    /// File name.
-    pub name: String,
-    /// Bytes.
-    pub size: u64,
-    /// Download URL (needs the admin token).
-    pub url: String,
-}
-
-/// A recording as webhooks show it (the API's Recording).
-#[derive(Debug, Clone, Serialize)]
-pub struct RecordingInfo {
-    /// Id.
-    pub id: crate::ids::RecordingId,
-    /// Room.
-    pub room_id: RoomId,
-    /// Composite or tracks.
-    pub kind: crate::model::RecordingKind,
-    /// Container.
-    pub format: crate::model::RecordingFormat,
-    /// `ready` or `failed`.
-    pub state: crate::model::RecordingState,
-    /// Start (RFC 3339).
-    pub started_at: String,
-    /// End (RFC 3339).
-    pub ended_at: Option<String>,
-    /// Seconds recorded.
-    pub duration_s: Option<f64>,
-    /// Files written.
-    pub files: Vec<FileInfo>,
-    /// Why it failed (or how it ended early).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl RecordingInfo {
-    /// From the stored record; file URLs start with `public_url`.
-    pub fn new(r: &RecordingRecord, public_url: &str) -> Self {
-        Self {
-            id: r.id.clone(),
-            room_id: r.room_id.clone(),
-            kind: r.kind,
-            format: r.format,
-            state: r.state,
-            started_at: r.started_at.clone(),
-            ended_at: r.ended_at.clone(),
-            duration_s: r.duration_s,
-            files: r
-                .files
-                .iter()
-                .map(|f| FileInfo {
-                    name: f.name.clone(),
-                    size: f.size,
-                    url: format!("{public_url}/api/v1/recordings/{}/files/{}", r.id, f.name),
-                })
-                .collect(),
-            error: r.error.clone(),
         }
     }
 }
@@ -214,7 +104,7 @@ pub struct Event {
     pub participant: Option<ParticipantInfo>,
     /// `recording_*`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub recording: Option<RecordingInfo>,
+    pub recording: Option<crate::model::RecordingView>,
     /// `broadcast_*`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<BroadcastInfo>,
@@ -246,7 +136,7 @@ impl Event {
     }
 
     /// With the recording it is about.
-    pub fn recording(mut self, r: RecordingInfo) -> Self {
+    pub fn recording(mut self, r: crate::model::RecordingView) -> Self {
         self.recording = Some(r);
         self
     }
@@ -267,7 +157,7 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::now_rfc3339;
+    use crate::model::{RoomMode, RoomRecord, Visibility, now_rfc3339};
 
     #[test]
     fn bodies_carry_no_links_and_skip_absent_parts() {

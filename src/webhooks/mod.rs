@@ -12,7 +12,7 @@ mod delivery;
 pub mod event;
 pub mod signature;
 
-pub use event::{BroadcastInfo, Event, EventKind, RecordingInfo, RoomInfo, RtmpInfo};
+pub use event::{BroadcastInfo, Event, EventKind, RoomInfo, RtmpInfo};
 
 use crate::store::Store;
 use std::sync::Arc;
