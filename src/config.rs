@@ -91,6 +91,11 @@ pub struct ServeArgs {
     /// Key of the webhooks' HMAC-SHA256 signature (default: the admin token).
     #[arg(long, env = "ROOMCAST_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Let clients ask for simulated faults (the `simulate` signaling
+    /// message), for testing clients and operations. Off by default: never
+    /// on a server real people use.
+    #[arg(long, env = "ROOMCAST_SIMULATE_FAULTS")]
+    pub simulate_faults: bool,
 }
 
 /// The TOML file: the same names as the flags, with underscores.
@@ -114,6 +119,7 @@ struct FileConfig {
     webhook_url: Option<OneOrMany>,
     webhook_secret: Option<String>,
     rate_limit: Option<bool>,
+    simulate_faults: Option<bool>,
 }
 
 /// A TOML value that may be one string or a list of them.
@@ -188,6 +194,8 @@ pub struct Settings {
     pub webhook_secret: Option<String>,
     /// Per-address rate limits and connection cap on.
     pub rate_limit: bool,
+    /// Clients may ask for simulated faults.
+    pub simulate_faults: bool,
 }
 
 /// A setting that could not be understood.
@@ -415,6 +423,7 @@ impl Settings {
             webhook_urls,
             webhook_secret,
             rate_limit: args.rate_limit.or(file.rate_limit).unwrap_or(true),
+            simulate_faults: args.simulate_faults || file.simulate_faults.unwrap_or(false),
         })
     }
 }

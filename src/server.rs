@@ -153,6 +153,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             ice: settings.ice.clone(),
             empty_timeout: settings.empty_timeout,
             audio_last_n: settings.audio_last_n,
+            simulate_faults: settings.simulate_faults,
             data_dir: settings.data_dir.clone(),
             codecs: codecs.clone(),
             webhooks,

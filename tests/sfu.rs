@@ -399,3 +399,90 @@ async fn active_speakers_last_n_audio_and_visible_video() {
     // B was never paused for A.
     assert!(frames_from(&a.stats(), &b.id) > 60);
 }
+
+/// `roomcast_pipeline_errors_total{branch="participant"}` of a server.
+fn participant_errors(server: &Server) -> f64 {
+    let text = common::fetch("GET", &server.url("/metrics"), &[], None).text();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("roomcast_pipeline_errors_total{branch=\"participant\"} ")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_element_error_in_ones_branch_removes_only_that_participant() {
+    let simulate = r#"{"type": "simulate", "scenario": "media_error"}"#;
+    // A server real people use refuses to simulate anything.
+    {
+        let server = Server::start();
+        let room = server.create_room(r#"{"name": "No faults"}"#);
+        let link = room["invite_url"].as_str().unwrap().to_owned();
+        let a = TestPeer::join(config(&link, &A)).await.expect("A joins");
+        a.send_raw(simulate);
+        wait_for("forbidden", Duration::from_secs(5), || {
+            a.stats()
+                .errors
+                .iter()
+                .any(|e| e == "forbidden")
+                .then_some(())
+        })
+        .await;
+        assert_eq!(
+            server.participant_ids(room["id"].as_str().unwrap()).len(),
+            1
+        );
+    }
+
+    let server = Server::start_with(&["--simulate-faults"]);
+    let room = server.create_room(r#"{"name": "Faults"}"#);
+    let room_id = room["id"].as_str().unwrap().to_owned();
+    let link = room["invite_url"].as_str().unwrap().to_owned();
+    let a = TestPeer::join(config(&link, &A)).await.expect("A joins");
+    let b = TestPeer::join(config(&link, &B)).await.expect("B joins");
+    let c = TestPeer::join(config(&link, &C)).await.expect("C joins");
+    wait_for("full mesh media", Duration::from_secs(30), || {
+        let (sa, sb, sc) = (a.stats(), b.stats(), c.stats());
+        (receives(&sa, &b.id, &B, 30)
+            && receives(&sa, &c.id, &C, 30)
+            && receives(&sb, &a.id, &A, 30)
+            && receives(&sc, &a.id, &A, 30)
+            && receives(&sc, &b.id, &B, 30))
+        .then_some(())
+    })
+    .await;
+    let errors_before = participant_errors(&server);
+
+    // An element of B's publishing branch fails: B is told (fatal
+    // media_failed) and removed; A and C go on seeing and hearing each other.
+    b.send_raw(simulate);
+    wait_for("B removed", Duration::from_secs(10), || {
+        (b.stats().errors.iter().any(|e| e == "media_failed")
+            && !a.stats().present.contains(&b.id)
+            && !c.stats().present.contains(&b.id)
+            && !server.participant_ids(&room_id).contains(&b.id.to_string()))
+        .then_some(())
+    })
+    .await;
+    let before = (
+        frames_from(&a.stats(), &c.id),
+        frames_from(&c.stats(), &a.id),
+    );
+    wait_for(
+        "A and C still see each other",
+        Duration::from_secs(10),
+        || {
+            (frames_from(&a.stats(), &c.id) > before.0 + 30
+                && frames_from(&c.stats(), &a.id) > before.1 + 30)
+                .then_some(())
+        },
+    )
+    .await;
+    let ids = server.participant_ids(&room_id);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(
+        participant_errors(&server) >= errors_before + 1.0,
+        "the error is counted in /metrics"
+    );
+}

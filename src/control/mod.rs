@@ -304,6 +304,8 @@ pub struct ControlSettings {
     pub codecs: Arc<crate::media::codecs::Selection>,
     /// Where room, participant, recording and broadcast events are queued.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Clients may ask for simulated faults (`--simulate-faults`).
+    pub simulate_faults: bool,
 }
 
 /// What a successful join gives the edge.
@@ -459,6 +461,7 @@ impl Control {
                 ice: self.inner.settings.ice.clone(),
                 empty_timeout: self.inner.settings.empty_timeout,
                 audio_last_n: self.inner.settings.audio_last_n,
+                simulate_faults: self.inner.settings.simulate_faults,
                 links: self.inner.links.clone(),
                 codecs: self.inner.settings.codecs.clone(),
                 recordings_dir: self.inner.settings.data_dir.join("recordings"),

@@ -286,6 +286,8 @@ pub struct RoomDeps {
     pub empty_timeout: Duration,
     /// Audio of at most this many recent speakers is forwarded (0: all).
     pub audio_last_n: usize,
+    /// Clients may ask for simulated faults.
+    pub simulate_faults: bool,
     /// Makes the room's links (hosts are shown the invite link).
     pub links: Links,
     /// Encoders and decoders of this machine.
@@ -1353,6 +1355,41 @@ impl Room {
         }
     }
 
+    /// A fault a client asked for (servers started with `--simulate-faults`).
+    fn simulate(&self, pid: &ParticipantId, scenario: crate::signaling::Scenario) {
+        use crate::signaling::Scenario;
+        if !self.deps.simulate_faults {
+            self.send(
+                pid,
+                ServerMessage::error(
+                    "forbidden",
+                    "fault simulation is off on this server (--simulate-faults)",
+                    false,
+                ),
+            );
+            return;
+        }
+        tracing::warn!(participant = %pid, ?scenario, "simulating a fault, as the client asked");
+        match scenario {
+            Scenario::MediaError => {
+                let posted = self
+                    .media
+                    .as_ref()
+                    .is_some_and(|m| m.simulate_media_error(pid));
+                if !posted {
+                    self.send(
+                        pid,
+                        ServerMessage::error(
+                            "invalid_state",
+                            "no media branch to fail yet (publish first)",
+                            false,
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     /// Every 200 ms: who speaks now, and whose audio is forwarded.
     fn on_speaker_tick(&mut self) {
         let Some(media) = &self.media else { return };
@@ -1699,6 +1736,7 @@ impl Room {
             }
             ClientMessage::Ping => self.send(pid, ServerMessage::Pong),
             ClientMessage::Leave => self.remove(pid, "left").await,
+            ClientMessage::Simulate { scenario } => self.simulate(pid, scenario),
             // Host actions were handled above.
             ClientMessage::SetLocked { .. }
             | ClientMessage::SetInvites { .. }

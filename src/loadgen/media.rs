@@ -273,7 +273,12 @@ impl PeerMedia {
                     .get(&mid)
                     .cloned();
                 let Some(owner) = owner else {
-                    tracing::warn!(mid, "track of unknown owner");
+                    // Linked all the same: an unlinked pad answers
+                    // not-linked, which stops the whole connection.
+                    tracing::warn!(mid, "track of unknown owner, discarded");
+                    if let Err(e) = discard(&pipeline, pad) {
+                        tracing::warn!("cannot discard: {e}");
+                    }
                     return;
                 };
                 let attached = match mode {
@@ -290,7 +295,14 @@ impl PeerMedia {
                         .unwrap_or_else(|p| p.into_inner())
                         .elements
                         .push(e),
-                    Err(e) => tracing::warn!("cannot receive: {e}"),
+                    Err(e) => {
+                        tracing::warn!("cannot receive: {e}");
+                        if pad.peer().is_none()
+                            && let Err(e) = discard(&pipeline, pad)
+                        {
+                            tracing::warn!("cannot discard: {e}");
+                        }
+                    }
                 }
             });
         }
@@ -591,6 +603,23 @@ fn attach_counter(
     pad.link(&sink_pad)
         .map_err(|e| MediaError::Pipeline(format!("link counter: {e:?}")))?;
     Ok(sink)
+}
+
+/// Links `pad` to a fakesink of its own.
+fn discard(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), MediaError> {
+    let sink = crate::media::make("fakesink", None)?;
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    pipeline
+        .add(&sink)
+        .map_err(|e| MediaError::Pipeline(format!("add discard: {e}")))?;
+    let _ = sink.sync_state_with_parent();
+    let sink_pad = sink
+        .static_pad("sink")
+        .ok_or_else(|| MediaError::Pipeline("fakesink without sink".into()))?;
+    pad.link(&sink_pad)
+        .map_err(|e| MediaError::Pipeline(format!("link discard: {e:?}")))?;
+    Ok(())
 }
 
 /// The payload of an RTP packet (after CSRCs and header extensions).

@@ -404,6 +404,16 @@ impl Room {
         if let Some(s) = self.slots().get_mut(slot) {
             *s = Some(new);
         }
+        // The newcomer has told the server nothing yet: its slot's list is
+        // sent again (it shows the same others as the one it replaces).
+        if let Some(s) = self
+            .shown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(slot)
+        {
+            s.clear();
+        }
         self.update_visible();
         Ok(())
     }

@@ -513,6 +513,26 @@ impl RoomMedia {
             .is_some_and(|f| f.set_paused(!enabled))
     }
 
+    /// Testing (`--simulate-faults`): the participant's publishing
+    /// `webrtcbin` posts an error on the bus, as a failing element of its
+    /// branch would; the bus handler then treats it like any other
+    /// (`MediaEvent::PeerError`). Returns whether the participant has a
+    /// publishing connection to fail.
+    pub fn simulate_media_error(&self, pid: &ParticipantId) -> bool {
+        let bin = {
+            let state = self.inner.lock();
+            state.peers.get(pid).and_then(|p| p.publish.clone())
+        };
+        let Some(bin) = bin else { return false };
+        let msg = gst::message::Error::builder(
+            gst::StreamError::Failed,
+            "simulated element error (--simulate-faults)",
+        )
+        .src(&bin)
+        .build();
+        bin.post_message(msg).is_ok()
+    }
+
     /// Creates and sets a new subscribe offer; `None` when nothing is forwarded yet.
     pub async fn subscribe_offer(
         &self,

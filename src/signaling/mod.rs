@@ -244,6 +244,22 @@ pub enum ClientMessage {
     Ping,
     /// The client leaves the room.
     Leave,
+    /// Testing: the server simulates a fault (only with `--simulate-faults`;
+    /// refused with `forbidden` otherwise).
+    Simulate {
+        /// What goes wrong.
+        scenario: Scenario,
+    },
+}
+
+/// Faults a client can ask a server started with `--simulate-faults` for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// An element of the sender's own media branch posts a GStreamer
+    /// error, as a failing element would: the server removes that
+    /// participant (`media_failed`) and nobody else notices.
+    MediaError,
 }
 
 impl ClientMessage {
