@@ -261,7 +261,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-/// Checks webhook endpoints: absolute `http://` URLs, each once.
+/// Checks webhook endpoints: absolute `http://` or `https://` URLs, each once.
 pub fn check_webhook_urls(urls: Vec<String>) -> Result<Vec<String>, ConfigError> {
     let mut out: Vec<String> = Vec::new();
     for raw in urls {
@@ -273,17 +273,14 @@ pub fn check_webhook_urls(urls: Vec<String>) -> Result<Vec<String>, ConfigError>
         let parsed = url::Url::parse(u)
             .map_err(|_| invalid("webhook_url", "not a URL (http://host[:port]/path)"))?;
         match parsed.scheme() {
-            "http" if parsed.host_str().is_some() => {}
-            // This build's HTTP client has no TLS: post to a local relay or
-            // a TLS-terminating proxy that forwards to the https endpoint.
-            "https" => {
+            // https: certificates checked against the system's roots
+            // (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace them).
+            "http" | "https" if parsed.host_str().is_some() => {}
+            _ => {
                 return Err(invalid(
                     "webhook_url",
-                    "https:// endpoints are not supported by this build; use http:// (a local TLS proxy)",
+                    "must be an http:// or https:// URL with a host",
                 ));
-            }
-            _ => {
-                return Err(invalid("webhook_url", "must be an http:// URL with a host"));
             }
         }
         if !out.iter().any(|o| o == u) {
@@ -503,7 +500,12 @@ mod tests {
             Settings::resolve(&args).unwrap().webhook_urls,
             ["http://a/1", "http://b/2"]
         );
-        for bad in ["ftp://x/y", "hook.example.org", "https://x/y"] {
+        args.webhook_url = vec!["https://hooks.example.org/x".into()];
+        assert_eq!(
+            Settings::resolve(&args).unwrap().webhook_urls,
+            ["https://hooks.example.org/x"]
+        );
+        for bad in ["ftp://x/y", "hook.example.org", "https://", "file:///etc/x"] {
             args.webhook_url = vec![bad.into()];
             assert!(
                 matches!(Settings::resolve(&args), Err(ConfigError::Invalid { .. })),

@@ -476,3 +476,182 @@ async fn closing_a_room_lets_everyone_leave_first_and_empty_rooms_end() {
         assert_signed(&h);
     }
 }
+
+/// A private CA and a certificate it signed for 127.0.0.1 (`openssl`, from
+/// the test group of scripts/install-deps): (CA certificate, server
+/// certificate, server key) paths.
+fn private_ca(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (scripts/install-deps test)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "1", "-subj", "/CN=roomcast test CA"],
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+/// tests/https_receiver.py: an HTTPS server in Python that prints each
+/// POST as a JSON line. Killed on drop.
+struct HttpsReceiver {
+    child: std::process::Child,
+    port: u16,
+    hits: Arc<Mutex<Vec<Value>>>,
+}
+
+impl HttpsReceiver {
+    fn start(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/https_receiver.py"
+            ))
+            .arg(cert)
+            .arg(key)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start python3 tests/https_receiver.py");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("receiver output").expect("read");
+        let port = first
+            .strip_prefix("port ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("receiver said {first:?}"));
+        let hits: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let log = hits.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    log.lock().unwrap().push(v);
+                }
+            }
+        });
+        Self { child, port, hits }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/hook", self.port)
+    }
+}
+
+impl Drop for HttpsReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receivers_get_signed_events_over_verified_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(tmp.path());
+    let rx = HttpsReceiver::start(&cert, &key);
+    let url = rx.url();
+    let args = ["--webhook-url", url.as_str(), "--webhook-secret", SECRET];
+
+    // A certificate the server does not trust: deliveries fail (and are
+    // retried), nothing reaches the receiver.
+    let untrusted = Server::start_with(&args);
+    let _ = untrusted.create_room(r#"{"name": "Untrusted"}"#);
+    wait_for("a failed delivery", Duration::from_secs(10), || {
+        metric(
+            &untrusted,
+            "roomcast_webhook_deliveries_total{result=\"failed\"}",
+        )
+        .filter(|n| *n >= 1)
+        .map(|_| ())
+    })
+    .await;
+    assert!(
+        rx.hits.lock().unwrap().is_empty(),
+        "delivered over unverified TLS"
+    );
+    drop(untrusted);
+
+    // With the receiver's CA as the trusted roots (SSL_CERT_FILE), the
+    // event arrives, signed.
+    let cert_file = ca.to_string_lossy().into_owned();
+    let s = Server::start_env(&args, &[("SSL_CERT_FILE", cert_file.as_str())]);
+    let room = s.create_room(r#"{"name": "Over TLS"}"#);
+    let hit = wait_for("room_started over https", Duration::from_secs(10), || {
+        rx.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|h| h["headers"]["x-roomcast-event"] == "room_started")
+            .cloned()
+    })
+    .await;
+    assert_eq!(hit["path"], "/hook");
+    let header = |name: &str| hit["headers"][name].as_str().unwrap_or_default().to_owned();
+    let as_hit = Hit {
+        status: 200,
+        event: header("x-roomcast-event"),
+        delivery: header("x-roomcast-delivery"),
+        timestamp: header("x-roomcast-timestamp"),
+        signature: header("x-roomcast-signature"),
+        content_type: header("content-type"),
+        body: hit["body"].as_str().unwrap_or_default().as_bytes().to_vec(),
+        at: Instant::now(),
+    };
+    assert_signed(&as_hit);
+    assert_eq!(as_hit.json()["room"]["id"], room["id"]);
+}

@@ -19,6 +19,7 @@ pub struct Server {
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
     small_disk: Option<u64>,
+    env: Vec<(String, String)>,
 }
 
 fn spawn(
@@ -26,6 +27,7 @@ fn spawn(
     listen: &str,
     extra: &[String],
     small_disk: Option<u64>,
+    env: &[(String, String)],
 ) -> (Child, String) {
     let mut command = match small_disk {
         // Recordings and HLS each go to a tmpfs of this many bytes (its own
@@ -63,6 +65,7 @@ fn spawn(
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env(
             "RUST_LOG",
             std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -98,9 +101,22 @@ impl Server {
 
     /// A server whose recordings and HLS go to disks of `small_disk` bytes.
     pub fn start_limited(extra: &[&str], small_disk: Option<u64>) -> Self {
+        Self::start_full(extra, small_disk, &[])
+    }
+
+    /// A server with `env` added to its environment.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full(extra, None, env)
+    }
+
+    fn start_full(extra: &[&str], small_disk: Option<u64>, env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, base) = spawn(tmp.path(), "127.0.0.1:0", &extra, small_disk);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, base) = spawn(tmp.path(), "127.0.0.1:0", &extra, small_disk, &env);
         let port = base
             .rsplit(':')
             .next()
@@ -114,6 +130,7 @@ impl Server {
             _tmp: Some(tmp),
             extra,
             small_disk,
+            env,
         }
     }
 
@@ -129,7 +146,13 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let (child, base) = spawn(&self.data_dir, &listen, &self.extra, self.small_disk);
+        let (child, base) = spawn(
+            &self.data_dir,
+            &listen,
+            &self.extra,
+            self.small_disk,
+            &self.env,
+        );
         self.child = child;
         self.base = base;
     }
