@@ -4,7 +4,7 @@ use roomcast::config::{Cli, Command, Settings};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Before any thread starts (arenas are made per thread).
-    roomcast::media::heap::limit_arenas();
+    roomcast::media::heap::tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
