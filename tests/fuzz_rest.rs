@@ -15,6 +15,9 @@ mod common;
 
 use common::{ADMIN_TOKEN, Server, fetch};
 use futures::{SinkExt, StreamExt};
+#[path = "common/proptest_config.rs"]
+mod proptest_config;
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use roomcast::control::broadcast::StartBroadcast;
@@ -368,17 +371,9 @@ fn body_named(name: &str) -> Body {
         .unwrap_or_else(|| panic!("no body {name}"))
 }
 
-/// 256 cases unless `PROPTEST_CASES` says otherwise; a failing case is
-/// saved next to this file (`*.proptest-regressions`) and tried first
-/// from then on.
+/// 256 cases unless `PROPTEST_CASES` says otherwise (see `proptest_config`).
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
-        )),
-        source_file: Some(file!()),
-        ..ProptestConfig::default()
-    }
+    proptest_config::config(file!())
 }
 
 proptest! {

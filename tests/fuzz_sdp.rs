@@ -10,6 +10,9 @@
 //! 256 cases per property (`PROPTEST_CASES` overrides: see docs/testing.md).
 
 use gst_webrtc::WebRTCSDPType;
+#[path = "common/proptest_config.rs"]
+mod proptest_config;
+
 use proptest::prelude::*;
 use roomcast::media::{audio_level, ice, peer, sdp, whep};
 
@@ -315,17 +318,9 @@ fn publish_path(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// 256 cases unless `PROPTEST_CASES` says otherwise; a failing case is
-/// saved next to this file (`*.proptest-regressions`) and tried first
-/// from then on.
+/// 256 cases unless `PROPTEST_CASES` says otherwise (see `proptest_config`).
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
-        )),
-        source_file: Some(file!()),
-        ..ProptestConfig::default()
-    }
+    proptest_config::config(file!())
 }
 
 proptest! {

@@ -6,6 +6,9 @@
 //!
 //! 256 cases per property (`PROPTEST_CASES` overrides: see docs/testing.md).
 
+#[path = "common/proptest_config.rs"]
+mod proptest_config;
+
 use proptest::prelude::*;
 use roomcast::signaling::{MAX_MESSAGE_BYTES, parse_client_message};
 use serde_json::{Value, json};
@@ -252,17 +255,9 @@ fn check(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// 256 cases unless `PROPTEST_CASES` says otherwise; a failing case is
-/// saved next to this file (`*.proptest-regressions`) and tried first
-/// from then on.
+/// 256 cases unless `PROPTEST_CASES` says otherwise (see `proptest_config`).
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
-        )),
-        source_file: Some(file!()),
-        ..ProptestConfig::default()
-    }
+    proptest_config::config(file!())
 }
 
 proptest! {
