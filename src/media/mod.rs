@@ -102,7 +102,6 @@ pub fn tear_down_later(
     if elements.is_empty() {
         return;
     }
-    use gst::prelude::*;
     let pipeline = pipeline.clone();
     let spawned = std::thread::Builder::new()
         .name(what.to_owned())
@@ -111,8 +110,7 @@ pub fn tear_down_later(
                 std::thread::sleep(delay);
             }
             for e in &elements {
-                let _ = e.set_state(gst::State::Null);
-                let _ = pipeline.remove(e);
+                stop_and_remove(&pipeline, e);
             }
             drop(elements);
             heap::released();
@@ -120,6 +118,18 @@ pub fn tear_down_later(
     if let Err(e) = spawned {
         tracing::error!("cannot start a teardown thread ({what}): {e}");
     }
+}
+
+/// Stops `element` and takes it out of `pipeline`. Its state is locked
+/// first: a state change of the whole pipeline running at the same time
+/// (the room closing while a participant leaves) would otherwise bring the
+/// stopped element back to PAUSED before it is removed, and it would be
+/// disposed running.
+pub fn stop_and_remove(pipeline: &gst::Pipeline, element: &gst::Element) {
+    use gst::prelude::*;
+    element.set_locked_state(true);
+    let _ = element.set_state(gst::State::Null);
+    let _ = pipeline.remove(element);
 }
 
 /// Gives `bin` a sink ghost pad `name` (onto the bin's unlinked sink pad

@@ -1354,8 +1354,7 @@ impl Inner {
     }
 
     fn remove_element(&self, element: &gst::Element) {
-        let _ = element.set_state(gst::State::Null);
-        let _ = self.pipeline.remove(element);
+        super::stop_and_remove(&self.pipeline, element);
     }
 
     /// Stops and removes `elements`, in order, on a thread of its own.

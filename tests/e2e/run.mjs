@@ -41,6 +41,9 @@ function assert(cond, message) {
   if (!cond) throw new Error(`assertion failed: ${message}`);
 }
 
+// Elements any server of this run disposed while not in NULL.
+const disposedRunning = [];
+
 class Server {
   constructor({ listen = '127.0.0.1:0', iceIp = '127.0.0.1' } = {}) {
     this.dataDir = mkdtempSync(join(tmpdir(), 'roomcast-e2e-'));
@@ -51,8 +54,16 @@ class Server {
   async start() {
     this.proc = spawn(BIN, ['serve', '--listen', this.listen, '--data-dir', this.dataDir,
       '--ice-local-ip', this.iceIp, '--admin-token', ADMIN], {
-      stdio: ['ignore', 'pipe', 'inherit'],
+      stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.E2E_SERVER_LOG || 'warn' },
+    });
+    // The server's stderr goes on to ours; elements it let go of while
+    // still running (GStreamer's "Trying to dispose element …, but it is in
+    // PAUSED") are collected: they fail the run at the end.
+    createInterface({ input: this.proc.stderr }).on('line', (line) => {
+      process.stderr.write(`${line}\n`);
+      const m = line.match(/^Trying to dispose element (\S+), but it is in (\S+)/);
+      if (m) disposedRunning.push(`${m[1]} (${m[2]})`);
     });
     const lines = createInterface({ input: this.proc.stdout });
     this.base = await new Promise((resolveUrl, reject) => {
@@ -569,7 +580,7 @@ async function main() {
   const server = new Server();
   await server.start();
   const browser = await launchBrowser();
-  let failed = 0;
+  const failures = [];
   try {
     for (const [name, test] of Object.entries(TESTS)) {
       if (only && only !== name) continue;
@@ -578,7 +589,7 @@ async function main() {
         await test(server, browser);
         log(`PASS ${name} (${Date.now() - t0} ms)`);
       } catch (e) {
-        failed += 1;
+        failures.push(`${name}: ${e.message || e}`);
         log(`FAIL ${name}: ${e.stack || e}`);
       }
     }
@@ -586,12 +597,19 @@ async function main() {
     await browser.close();
     await server.cleanup();
   }
+  if (disposedRunning.length) {
+    const what = `the server disposed ${disposedRunning.length} element(s) not in NULL: ${disposedRunning.slice(0, 8).join(', ')}`;
+    failures.push(what);
+    log(`FAIL ${what}`);
+  }
   if (server.crashed) {
-    failed += 1;
+    failures.push('the server exited by itself during the run');
     log('FAIL the server exited by itself during the run');
   }
-  if (failed) {
-    log(`${failed} end-to-end test(s) failed`);
+  if (failures.length) {
+    // Repeated last, so the end of a long log says what failed and why.
+    log(`${failures.length} end-to-end test(s) failed:`);
+    for (const f of failures) log(`  FAILED ${f}`);
     process.exit(1);
   }
   log('all end-to-end tests passed');
