@@ -317,6 +317,130 @@ fn check_segment_headers(url: &str, r: &Fetched) {
     assert_eq!(r.body.first(), Some(&0x47), "{url}: not MPEG-TS");
 }
 
+/// `seg00042.3.ts` → (42, 3).
+fn part_of(uri: &str) -> (u64, u32) {
+    let stem = uri.strip_prefix("seg").and_then(|r| r.strip_suffix(".ts"));
+    stem.and_then(|r| r.split_once('.'))
+        .and_then(|(m, p)| Some((m.parse().ok()?, p.parse().ok()?)))
+        .unwrap_or_else(|| panic!("not a part name: {uri}"))
+}
+
+/// The URI of the playlist's `EXT-X-PRELOAD-HINT`.
+fn preload_hint(playlist: &str) -> String {
+    playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:"))
+        .and_then(|a| attribute(a, "URI"))
+        .unwrap_or_else(|| panic!("no preload hint in\n{playlist}"))
+}
+
+/// Low-Latency HLS on a live media playlist: parts listed and hinted,
+/// blocking reloads and hinted parts held until written, parts that
+/// decode and add up to their segment, bad delivery directives refused.
+async fn check_low_latency(url: &str, width: u64, height: u64) {
+    let text = get_async(url).await.text();
+    for tag in [
+        "#EXT-X-PART-INF:PART-TARGET=",
+        "CAN-BLOCK-RELOAD=YES",
+        "PART-HOLD-BACK=",
+    ] {
+        assert!(text.contains(tag), "no {tag} in\n{text}");
+    }
+    let part_target: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PART-INF:PART-TARGET="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("PART-TARGET");
+    assert!((0.2..=1.0).contains(&part_target), "{text}");
+
+    // A blocking reload for the hinted part answers once it is listed.
+    let hint = preload_hint(&text);
+    let (msn, part) = part_of(&hint);
+    let t = Instant::now();
+    let r = get_async(&format!("{url}?_HLS_msn={msn}&_HLS_part={part}")).await;
+    let waited = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let blocked = r.text();
+    assert!(
+        blocked.contains(&format!("URI=\"{hint}\""))
+            && !blocked.contains(&format!("PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"")),
+        "{hint} not listed as a part after {waited:?}:\n{blocked}"
+    );
+    assert!(waited < Duration::from_secs(3), "blocked {waited:?}");
+    let cc = r.header("Cache-Control").unwrap_or_default().to_owned();
+    assert!(
+        max_age(&cc).is_some_and(|a| a >= 1),
+        "blocking reload Cache-Control {cc:?}"
+    );
+
+    // The part hinted now is held until written, then served whole.
+    let next = preload_hint(&blocked);
+    let t = Instant::now();
+    let r = get_async(&resolve(url, &next)).await;
+    eprintln!(
+        "hinted part {next}: {} bytes after {} ms",
+        r.body.len(),
+        t.elapsed().as_millis()
+    );
+    check_segment_headers(&next, &r);
+    assert_eq!(r.body.len() % 188, 0, "{next}: whole TS packets");
+
+    // A segment listed with its parts is exactly its parts, in order; its
+    // first part starts with a keyframe and decodes on its own.
+    let lines: Vec<&str> = blocked.lines().collect();
+    let (seg_line, _) = lines
+        .iter()
+        .enumerate()
+        .find(|(i, l)| {
+            !l.starts_with('#')
+                && *i > 0
+                && lines[i - 1].starts_with("#EXTINF")
+                && lines[i - 2].starts_with("#EXT-X-PART:")
+        })
+        .unwrap_or_else(|| panic!("no segment listed with parts:\n{blocked}"));
+    let seg = lines[seg_line];
+    let (seg_msn, _) = part_of(&format!("{}.0.ts", seg.trim_end_matches(".ts")));
+    let parts: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .filter_map(|a| attribute(a, "URI"))
+        .filter(|u| part_of(u).0 == seg_msn)
+        .collect();
+    assert!(parts.len() >= 3, "{seg}: parts {parts:?}");
+    let whole = get_async(&resolve(url, seg)).await;
+    assert_eq!(whole.status, 200, "{seg}");
+    let mut joined = Vec::new();
+    for p in &parts {
+        let r = get_async(&resolve(url, p)).await;
+        check_segment_headers(p, &r);
+        joined.extend(r.body);
+    }
+    assert!(
+        joined == whole.body,
+        "{seg} ({} bytes) is not its parts ({} bytes)",
+        whole.body.len(),
+        joined.len()
+    );
+    assert!(
+        blocked.contains(&format!("URI=\"{}\",INDEPENDENT=YES", parts[0])),
+        "{} not independent:\n{blocked}",
+        parts[0]
+    );
+    let first = probe(&resolve(url, &parts[0]), &[]).await;
+    assert!(first.frames >= 5, "{}: {first:?}", parts[0]);
+    assert_eq!((first.width, first.height), (width, height), "{}", parts[0]);
+
+    // Delivery directives the spec says to refuse.
+    for query in [
+        "_HLS_part=1".to_owned(),
+        format!("_HLS_msn={}", msn + 10),
+        "_HLS_msn=x".to_owned(),
+    ] {
+        let r = get_async(&format!("{url}?{query}")).await;
+        assert_eq!(r.status, 400, "?{query}: {}", r.text());
+    }
+}
+
 /// Waits until the media playlist at `url` lists at least `n` segments.
 async fn playlist_with(url: &str, n: usize, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
@@ -356,15 +480,19 @@ async fn master_playlist(url: &str) -> Fetched {
     }
 }
 
-/// `.ts` files in a directory (0 when it does not exist).
-fn ts_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
+/// Segment files (`seg00042.ts`) and LL-HLS part files (`seg00042.3.ts`)
+/// in a directory (0 when it does not exist).
+fn ts_files(dir: &std::path::Path) -> (usize, usize) {
+    let names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "ts"))
-                .count()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("seg") && n.ends_with(".ts"))
+                .collect()
         })
-        .unwrap_or(0)
+        .unwrap_or_default();
+    let parts = names.iter().filter(|n| n.matches('.').count() == 2).count();
+    (names.len() - parts, parts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -455,6 +583,8 @@ async fn hls_of_a_two_person_room_with_renditions() {
         assert!(p.frames >= 90, "{name}: {p:?}");
         assert_eq!((p.width, p.height), (*w, *h), "{name}");
     }
+    let (_, url, w, h) = &media[0];
+    check_low_latency(url, *w, *h).await;
 
     // Unknown files and paths out of the broadcast's directory.
     let base = format!("http://127.0.0.1:{}", s.port);
@@ -487,12 +617,21 @@ async fn hls_of_a_two_person_room_with_renditions() {
         assert!(d.is_dir(), "no HLS directory {}", d.display());
     }
     let deadline = Instant::now() + Duration::from_secs(40);
-    let mut most = 0;
+    let (mut most, mut most_parts) = (0, 0);
     loop {
-        most = most.max(dirs.iter().map(|d| ts_files(d)).max().unwrap_or(0));
+        for d in &dirs {
+            let (segments, parts) = ts_files(d);
+            most = most.max(segments);
+            most_parts = most_parts.max(parts);
+        }
         assert!(
             most <= 12,
             "{most} segments on disk: old ones are not deleted"
+        );
+        // Parts of the newest 4–5 segments, 5 or 6 each.
+        assert!(
+            most_parts <= 36,
+            "{most_parts} parts on disk: old ones are not deleted"
         );
         let gone = first_segments.iter().zip(&dirs).all(|((_, seg, _), d)| {
             let file = seg.rsplit('/').next().unwrap();

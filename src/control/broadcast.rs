@@ -204,6 +204,8 @@ pub struct Broadcast {
     hls_clients: Mutex<HashMap<u64, Instant>>,
     /// RTMP targets.
     pub rtmp: Arc<Mutex<Vec<RtmpStatus>>>,
+    /// How far each rendition's HLS has got (LL-HLS blocking requests wait on it).
+    pub hls_live: crate::media::hls::HlsLive,
 }
 
 /// Viewer counts.
@@ -300,6 +302,7 @@ impl Broadcast {
             whep_viewers: AtomicUsize::new(0),
             hls_clients: Mutex::new(HashMap::new()),
             rtmp: Arc::new(Mutex::new(rtmp)),
+            hls_live: Default::default(),
         })
     }
 

@@ -838,6 +838,17 @@ impl Control {
         Ok(())
     }
 
+    /// Where rendition `rendition` of broadcast `id`'s HLS stands, to wait
+    /// on (LL-HLS blocking requests); `None` for an unknown broadcast or a
+    /// rendition not written (yet).
+    pub fn hls_position(
+        &self,
+        id: &crate::ids::BroadcastId,
+        rendition: &str,
+    ) -> Option<tokio::sync::watch::Receiver<crate::media::hls::Position>> {
+        self.inner.broadcasts.get(id)?.hls_live.watch(rendition)
+    }
+
     /// An HLS client fetched a playlist of broadcast `id`.
     pub fn hls_seen(&self, id: &crate::ids::BroadcastId, client: u64) {
         if let Some(b) = self.inner.broadcasts.get(id) {

@@ -2081,6 +2081,7 @@ impl Room {
             let b = o.broadcast.clone();
             let outputs = crate::media::broadcast::Outputs {
                 hls_dir: b.spec.hls.then(|| self.deps.hls_dir.join(b.id.as_str())),
+                hls_live: b.hls_live.clone(),
                 whep: b.spec.whep,
                 rtmp: !b.spec.rtmp.is_empty(),
                 renditions: b.spec.renditions.clone(),
@@ -2155,8 +2156,14 @@ impl Room {
         if o.broadcast.spec.hls {
             // Players still fetch the end of the playlist for a while.
             let dir = self.deps.hls_dir.join(id.as_str());
+            let live = o.broadcast.hls_live.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(60)).await;
+                // The writers end their playlists on EOS; whatever did not
+                // (a writer that never got it) ends here, so no request
+                // waits for parts that never come.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                live.end_all();
+                tokio::time::sleep(Duration::from_secs(58)).await;
                 let _ = tokio::fs::remove_dir_all(dir).await;
             });
         }

@@ -888,7 +888,11 @@ pub static HLS_FILE: Endpoint = Endpoint {
     operation_id: "hls_file",
     tag: "live",
     summary: "HLS media playlist or segment",
-    description: "Headers fit for a CDN: segments never change, playlists change every segment.",
+    description: "Headers fit for a CDN: segments and parts never change, playlists change every part. \
+Low-Latency HLS: the media playlist lists the newest segments' parts (`EXT-X-PART`, `seg00042.3.ts`) \
+and hints the next one (`EXT-X-PRELOAD-HINT`); a request for the hinted part is held until it is \
+written. Blocking playlist reload (`CAN-BLOCK-RELOAD=YES`): with `_HLS_msn` (and `_HLS_part`) the \
+answer waits until the playlist lists that segment (part), at most 3 target durations (then 503).",
     auth: Auth::Public,
     params: &[
         BROADCAST,
@@ -900,7 +904,7 @@ pub static HLS_FILE: Endpoint = Endpoint {
         },
         Param {
             name: "file",
-            description: "`index.m3u8` or a segment (`seg00042.ts`).",
+            description: "`index.m3u8`, a segment (`seg00042.ts`) or a part (`seg00042.3.ts`).",
             example: "seg00001.ts",
             schema: schema::<String>,
         },
@@ -914,7 +918,19 @@ pub static HLS_FILE: Endpoint = Endpoint {
         },
         HLS_NOT_MODIFIED,
     ],
-    errors: &[404],
+    query: &[
+        Query {
+            name: "_HLS_msn",
+            description: "Playlist only: answer once segment `_HLS_msn` is listed (blocking reload).",
+            schema: schema::<u64>,
+        },
+        Query {
+            name: "_HLS_part",
+            description: "Playlist only, with `_HLS_msn`: answer once part `_HLS_part` of segment `_HLS_msn` is listed.",
+            schema: schema::<u32>,
+        },
+    ],
+    errors: &[400, 404, 503],
     ..BASE
 };
 

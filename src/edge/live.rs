@@ -7,6 +7,7 @@ use super::{App, admin, with_app};
 use crate::control::Actor;
 use crate::control::broadcast::{BroadcastView, StartBroadcast};
 use crate::ids::{BroadcastId, ParticipantId, RoomId, ViewerId};
+use crate::media::hls;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,6 +128,7 @@ pub fn hls_routes(app: Arc<App>) -> Route {
         );
 
     let hls_file_route = route3(&ep::HLS_FILE)
+        .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(warp::header::optional::<String>("if-none-match"))
         .and(super::listener::remote())
         .and(warp::header::optional::<String>("user-agent"))
@@ -135,6 +137,7 @@ pub fn hls_routes(app: Arc<App>) -> Route {
             |id: String,
              rendition: String,
              file: String,
+             query: std::collections::HashMap<String, String>,
              inm: Option<String>,
              addr: Option<SocketAddr>,
              agent: Option<String>,
@@ -142,9 +145,10 @@ pub fn hls_routes(app: Arc<App>) -> Route {
                 let id = broadcast_id(&id)?;
                 let known = rendition == "source"
                     || crate::media::broadcast::rendition(&rendition).is_some();
-                let kind = if file == "index.m3u8" {
+                let name = hls::parse_name(&file);
+                let mut kind = if file == "index.m3u8" {
                     HlsKind::Playlist
-                } else if is_segment_name(&file) {
+                } else if name.is_some() {
                     HlsKind::Segment
                 } else {
                     return Err(warp::reject::custom(ApiError::not_found("file")));
@@ -152,11 +156,20 @@ pub fn hls_routes(app: Arc<App>) -> Route {
                 if !known {
                     return Err(warp::reject::custom(ApiError::not_found("rendition")));
                 }
+                let position = app.control.hls_position(&id, &rendition);
                 if kind == HlsKind::Playlist {
                     let mut h = std::collections::hash_map::DefaultHasher::new();
                     addr.map(|a| a.ip()).hash(&mut h);
                     agent.hash(&mut h);
                     app.control.hls_seen(&id, h.finish());
+                    if let Some(want) = blocking_reload(&query)? {
+                        kind = HlsKind::BlockingPlaylist;
+                        if let Some(rx) = position {
+                            wait_for_listing(rx, want).await?;
+                        }
+                    }
+                } else if let (Some((msn, Some(part))), Some(rx)) = (name, position) {
+                    wait_for_hinted_part(rx, msn, part).await;
                 }
                 let root = app.control.hls_dir();
                 let path = root.join(id.as_str()).join(&rendition).join(&file);
@@ -361,14 +374,80 @@ pub struct Ingest {
 enum HlsKind {
     Master,
     Playlist,
+    /// A playlist asked for with `_HLS_msn`: its URL names one state.
+    BlockingPlaylist,
     Segment,
 }
 
-/// `seg00042.ts`: what hlssink2 writes, nothing else.
-fn is_segment_name(name: &str) -> bool {
-    name.strip_prefix("seg")
-        .and_then(|r| r.strip_suffix(".ts"))
-        .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()))
+/// The LL-HLS blocking reload a playlist request asks for: `_HLS_msn`
+/// (and `_HLS_part`), or nothing. A part without a segment, or values that
+/// are not numbers, are a 400 (as the HLS spec says).
+fn blocking_reload(
+    query: &std::collections::HashMap<String, String>,
+) -> Result<Option<(u64, Option<u32>)>, Rejection> {
+    let bad = |what: &str| warp::reject::custom(ApiError::bad_request(what.to_owned()));
+    let msn = query
+        .get("_HLS_msn")
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| bad("_HLS_msn must be a number"))
+        })
+        .transpose()?;
+    let part = query
+        .get("_HLS_part")
+        .map(|v| {
+            v.parse::<u32>()
+                .map_err(|_| bad("_HLS_part must be a number"))
+        })
+        .transpose()?;
+    match (msn, part) {
+        (None, Some(_)) => Err(bad("_HLS_part needs _HLS_msn")),
+        (None, None) => Ok(None),
+        (Some(m), p) => Ok(Some((m, p))),
+    }
+}
+
+/// Holds a blocking playlist request until the playlist lists `want`, at
+/// most 3 target durations (503 after). A segment more than 2 beyond the
+/// one being written is a 400 at once.
+async fn wait_for_listing(
+    mut rx: tokio::sync::watch::Receiver<hls::Position>,
+    (msn, part): (u64, Option<u32>),
+) -> Result<(), Rejection> {
+    if msn > rx.borrow().msn + 2 {
+        return Err(warp::reject::custom(ApiError::bad_request(
+            "_HLS_msn is more than 2 segments ahead of the playlist",
+        )));
+    }
+    let within = hls::SEGMENT_TARGET * 3;
+    match tokio::time::timeout(within, rx.wait_for(|p| p.ended || p.has(msn, part))).await {
+        // Listed, or the writer is gone (the playlist is as it ends).
+        Ok(_) => Ok(()),
+        Err(_) => Err(warp::reject::custom(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_yet",
+            "the playlist did not reach _HLS_msn/_HLS_part in time",
+        ))),
+    }
+}
+
+/// A request for the part the playlist hints (`EXT-X-PRELOAD-HINT`, or
+/// the first of the next segment) waits until it is written, at most a
+/// target duration; any other part is answered as it is now.
+async fn wait_for_hinted_part(
+    mut rx: tokio::sync::watch::Receiver<hls::Position>,
+    msn: u64,
+    part: u32,
+) {
+    let now = *rx.borrow();
+    let hinted = (msn == now.msn && part == now.parts) || (msn == now.msn + 1 && part == 0);
+    if hinted && !now.ended {
+        let _ = tokio::time::timeout(
+            hls::SEGMENT_TARGET,
+            rx.wait_for(|p| p.ended || p.has(msn, Some(part))),
+        )
+        .await;
+    }
 }
 
 /// HLS files in memory: every viewer asks for the same few files, so
@@ -466,6 +545,8 @@ fn hls_file(
     let (mime, cache_control) = match kind {
         HlsKind::Master => ("application/vnd.apple.mpegurl", "public, max-age=2"),
         HlsKind::Playlist => ("application/vnd.apple.mpegurl", "public, max-age=1"),
+        // Its URL names a state of the playlist that no longer changes.
+        HlsKind::BlockingPlaylist => ("application/vnd.apple.mpegurl", "public, max-age=6"),
         HlsKind::Segment => ("video/mp2t", "public, max-age=31536000, immutable"),
     };
     let fresh = if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == file.etag));
@@ -543,11 +624,24 @@ mod tests {
     }
 
     #[test]
-    fn only_segment_names_are_served() {
-        assert!(is_segment_name("seg00001.ts"));
-        assert!(!is_segment_name("seg.ts"));
-        assert!(!is_segment_name("../x.ts"));
-        assert!(!is_segment_name("seg0001.ts.bak"));
-        assert!(!is_segment_name("index.m3u8"));
+    fn blocking_reload_queries() {
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        assert_eq!(blocking_reload(&q(&[])).unwrap(), None);
+        assert_eq!(
+            blocking_reload(&q(&[("_HLS_msn", "12")])).unwrap(),
+            Some((12, None))
+        );
+        assert_eq!(
+            blocking_reload(&q(&[("_HLS_msn", "12"), ("_HLS_part", "3")])).unwrap(),
+            Some((12, Some(3)))
+        );
+        assert!(blocking_reload(&q(&[("_HLS_part", "3")])).is_err());
+        assert!(blocking_reload(&q(&[("_HLS_msn", "x")])).is_err());
+        assert!(blocking_reload(&q(&[("_HLS_msn", "1"), ("_HLS_part", "-1")])).is_err());
     }
 }

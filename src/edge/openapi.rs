@@ -111,6 +111,10 @@ token, calls without a valid admin token to endpoints that need one, signaling c
 WHEP and WHIP offers (see docs/operations.md)."
                 .into(),
         ),
+        503 => (
+            "ServiceUnavailable",
+            "Not there yet: an LL-HLS blocking request whose segment or part was not written within 3 target durations.".into(),
+        ),
         _ => (
             "ServerError",
             "Internal error; details are in the server log, never in the answer.".into(),

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! source video ─┬─ (passthrough H.264)          ─┐
-//!               └─ decode → scale → encode ×N   ─┴─ rendition tee ─┬─ hlssink2 (per rendition)
+//!               └─ decode → scale → encode ×N   ─┴─ rendition tee ─┬─ mpegtsmux → HLS writer (per rendition)
 //!                                                                  ├─ rtph264pay → RTP tee → WHEP viewers
 //!                                                                  └─ appsink → RTMP targets
 //! source audio ── AAC tee (HLS, RTMP) · Opus RTP tee (WHEP)
@@ -15,6 +15,7 @@
 //! already has: an H.264 participant without renditions is passed through.
 
 use super::codecs::{Codec, EncoderSettings, Selection, encoder_description};
+use super::hls::HlsLive;
 use super::rtmp::RtmpFeed;
 use super::{MediaError, make};
 use crate::ids::BroadcastId;
@@ -80,11 +81,7 @@ pub const H264_PROFILE_CAPS: &str = "video/x-h264,profile=constrained-baseline";
 /// AAC bitrate of broadcasts, kbit/s.
 const AUDIO_KBPS: u32 = 128;
 /// HLS segment length, seconds (keyframes come at least this often).
-pub const HLS_SEGMENT_S: u32 = 2;
-/// Segments listed in a media playlist.
-const HLS_PLAYLIST_LENGTH: u32 = 6;
-/// Segments kept on disk (older ones are deleted by hlssink2).
-pub const HLS_MAX_FILES: u32 = 10;
+pub const HLS_SEGMENT_S: u32 = super::hls::SEGMENT_TARGET.as_secs() as u32;
 /// Fixed payload types of the broadcast's own RTP (viewers get theirs).
 const H264_PT: u8 = 102;
 const OPUS_PT: u8 = 111;
@@ -122,6 +119,8 @@ pub enum Source {
 pub struct Outputs {
     /// Write HLS under this directory.
     pub hls_dir: Option<PathBuf>,
+    /// Where the HLS writers publish how far they got.
+    pub hls_live: HlsLive,
     /// Produce RTP for WHEP viewers.
     pub whep: bool,
     /// Feed RTMP targets.
@@ -332,7 +331,7 @@ impl BroadcastMedia {
         };
 
         if let Some(dir) = &outputs.hls_dir {
-            self.hls(pipeline, dir, aac.as_ref())?;
+            self.hls(pipeline, dir, &outputs.hls_live, aac.as_ref())?;
         }
         if outputs.whep {
             self.whep_audio = opus_rtp;
@@ -556,30 +555,27 @@ impl BroadcastMedia {
         Ok(())
     }
 
-    /// One hlssink2 per rendition, and the master playlist.
+    /// One HLS writer (segments and LL-HLS parts) per rendition, and the
+    /// master playlist.
     fn hls(
         &mut self,
         pipeline: &gst::Pipeline,
         dir: &Path,
+        live: &HlsLive,
         aac: Option<&gst::Element>,
     ) -> Result<(), MediaError> {
         for r in self.renditions.clone() {
             let rdir = dir.join(&r.name);
             std::fs::create_dir_all(&rdir)
                 .map_err(|e| MediaError::Pipeline(format!("HLS directory: {e}")))?;
-            let description = format!(
-                "{LEAKY} name=v ! hls.video hlssink2 name=hls target-duration={HLS_SEGMENT_S} playlist-length={HLS_PLAYLIST_LENGTH} max-files={HLS_MAX_FILES} location={} playlist-location={}{}",
-                quote(&rdir.join("seg%05d.ts")),
-                quote(&rdir.join("index.m3u8")),
-                if aac.is_some() {
-                    format!(" {LEAKY} name=a ! hls.audio")
-                } else {
-                    String::new()
-                }
-            );
-            let bin = gst::parse::bin_from_description(&description, false)
-                .map_err(|e| MediaError::Pipeline(format!("HLS {}: {e}", r.name)))?;
-            bin.set_property("name", format!("{}_hls_{}", self.id, r.name));
+            let bin = super::hls::rendition_bin(
+                &format!("{}_hls_{}", self.id, r.name),
+                LEAKY,
+                &rdir,
+                live,
+                &r.name,
+                aac.is_some(),
+            )?;
             pipeline
                 .add(&bin)
                 .map_err(|e| MediaError::Pipeline(format!("add HLS: {e}")))?;
@@ -603,7 +599,7 @@ impl BroadcastMedia {
         Ok(())
     }
 
-    /// Ends the HLS playlists (EOS into each hlssink2), then lets go of every
+    /// Ends the HLS playlists (EOS into each HLS writer), then lets go of every
     /// tee. Returns the elements to stop and remove (on a thread that may block).
     pub fn into_elements(self) -> Vec<gst::Element> {
         for (tee, pad) in &self.links {
@@ -619,14 +615,6 @@ impl BroadcastMedia {
         }
         self.bins
     }
-}
-
-fn quote(p: &Path) -> String {
-    let s = p
-        .to_string_lossy()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
-    format!("\"{s}\"")
 }
 
 fn new_ssrc() -> u32 {

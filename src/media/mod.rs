@@ -12,6 +12,7 @@ pub mod codecs;
 pub mod forwarder;
 pub mod gst_log;
 pub mod heap;
+pub mod hls;
 pub mod ice;
 pub mod layout;
 pub mod mixer;

@@ -1063,7 +1063,7 @@ impl RoomMedia {
             teardown.push(v.bin);
         }
         self.inner.remove_elements_later(teardown);
-        // hlssink2 writes the end of its playlists on EOS: give it a moment.
+        // The HLS writers end their playlists on EOS: give them a moment.
         super::tear_down_later(
             &self.inner.pipeline,
             b.media.into_elements(),
