@@ -8,7 +8,7 @@
 //! sees a live stream. nginx (`root` = the same data dir, the same
 //! Content-Type, Cache-Control and CORS headers) gets the identical load.
 //!
-//! Segments rotate (hlssink2 keeps 10, one every 2 s), so the URL set is taken
+//! Segments rotate (the HLS writer keeps 10, one every 2 s), so the URL set is taken
 //! afresh from the playlist at the start of each round, and each round loads
 //! both servers back to back with that same set, alternating which goes
 //! first; a round is short enough that its segments outlive it. The
@@ -446,7 +446,7 @@ fn cpu_tree(pid: u32) -> f64 {
 
 /// `--segments` files of `--segment-kb` KB, `seg9000N.ts`, in the rendition's
 /// directory: the newest live segment repeated (whole 188-byte TS packets).
-/// hlssink2 deletes only the files it wrote, so these stay.
+/// The HLS writer deletes only the files it wrote, so these stay.
 fn synthetic_segments(
     data_dir: &Path,
     bid: &str,

@@ -21,7 +21,10 @@
 //! ends read the same clock. While the HLS player plays, the media playlist
 //! is polled every 50 ms and the first picture of each new segment decoded:
 //! how old a segment's start is when it gets listed, the floor for any
-//! player.
+//! player. Alongside, an LL-HLS client follows the same playlist with
+//! blocking reloads (`_HLS_msn`/`_HLS_part` of the part the last answer
+//! hinted) and decodes the first picture of each new independent part: how
+//! old a keyframe is when the playlist lists its part.
 //!
 //! `ROOMCAST_LATENCY_DUMP=frame.pgm` writes the luma of the first frame
 //! whose code did not read, to see what a viewer got.
@@ -625,6 +628,61 @@ fn watch_playlist(url: &str, stop: &AtomicBool) -> Vec<Listed> {
     out
 }
 
+/// The value of `URI="…"` in an attribute list.
+fn uri_attribute(attrs: &str) -> Option<&str> {
+    let rest = &attrs[attrs.find("URI=\"")? + 5..];
+    Some(&rest[..rest.find('"')?])
+}
+
+/// Follows the LL-HLS media playlist with blocking reloads (each request
+/// asks for the part the last answer hinted) until `stop`; fetches every
+/// independent part (a keyframe's) that appears after the first answer,
+/// stamped with the time its listing arrived.
+fn watch_parts(url: &str, stop: &AtomicBool) -> Vec<Listed> {
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
+    let mut seen: Option<std::collections::HashSet<String>> = None;
+    let mut next: Option<(u64, u32)> = None;
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let request = match next {
+            Some((msn, part)) => format!("{url}?_HLS_msn={msn}&_HLS_part={part}"),
+            None => url.to_owned(),
+        };
+        let Ok((200, body)) = super::hlsbench::get(&request) else {
+            next = None;
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let at_ms = now_ms();
+        let text = String::from_utf8_lossy(&body);
+        let first = seen.is_none();
+        let seen = seen.get_or_insert_with(Default::default);
+        for attrs in text.lines().filter_map(|l| l.strip_prefix("#EXT-X-PART:")) {
+            let Some(uri) = uri_attribute(attrs) else {
+                continue;
+            };
+            if seen.insert(uri.to_owned())
+                && !first
+                && attrs.contains("INDEPENDENT=YES")
+                && let Ok((200, data)) = super::hlsbench::get(&format!("{base}/{uri}"))
+            {
+                out.push(Listed { at_ms, data });
+            }
+        }
+        next = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:"))
+            .find_map(uri_attribute)
+            .and_then(crate::media::hls::parse_name)
+            .and_then(|(msn, part)| Some((msn, part?)));
+        if next.is_none() {
+            // Not an LL-HLS playlist (or it ended): plain polling.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    out
+}
+
 /// The code of the first picture of an MPEG-TS segment.
 fn first_code(data: &[u8]) -> anyhow::Result<Option<u32>> {
     let file = tempfile::NamedTempFile::new()?;
@@ -659,8 +717,8 @@ fn first_code(data: &[u8]) -> anyhow::Result<Option<u32>> {
     ))
 }
 
-/// Playlist listing − capture of the segment's first picture, per segment.
-fn availability(listed: &[Listed]) -> PathReport {
+/// Playlist listing − capture of the first picture, per segment (or part).
+fn availability(listed: &[Listed], path: &str) -> PathReport {
     let mut ages = Vec::new();
     let mut unreadable = 0;
     for l in listed {
@@ -671,7 +729,7 @@ fn availability(listed: &[Listed]) -> PathReport {
     }
     ages.sort_unstable();
     PathReport {
-        path: "HLS segment listed (first picture)".into(),
+        path: path.into(),
         frames: ages.len(),
         distinct: ages.len(),
         unreadable,
@@ -941,6 +999,10 @@ async fn publish_and_watch(
             let (url, stop_watch) = (url.clone(), stop_watch.clone());
             tokio::task::spawn_blocking(move || watch_playlist(&url, &stop_watch))
         };
+        let part_watcher = {
+            let (url, stop_watch) = (url.clone(), stop_watch.clone());
+            tokio::task::spawn_blocking(move || watch_parts(&url, &stop_watch))
+        };
         let (player, errors) = hls_player(&args.hls_player, &url, samples.clone())?;
         let r = measure(&samples, Duration::from_secs(30), 2, args.hls_seconds).await;
         stop(player).await;
@@ -955,7 +1017,20 @@ async fn publish_and_watch(
             &errors,
         ));
         let listed = watcher.await?;
-        reports.push(blocking(move || Ok(availability(&listed))).await?);
+        reports.push(
+            blocking(move || Ok(availability(&listed, "HLS segment listed (first picture)")))
+                .await?,
+        );
+        let parts = part_watcher.await?;
+        reports.push(
+            blocking(move || {
+                Ok(availability(
+                    &parts,
+                    "LL-HLS independent part listed (blocking reload; first picture)",
+                ))
+            })
+            .await?,
+        );
     }
     peer.leave().await;
     Ok(reports)
@@ -1028,7 +1103,8 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     }
     if reports
         .iter()
-        .filter(|r| !r.path.starts_with("HLS segment"))
+        // The listing paths sample one picture per segment or keyframe part.
+        .filter(|r| !r.path.contains(" listed "))
         .any(|r| r.frames < 100)
     {
         bail!("fewer than 100 frames read on some path");
