@@ -385,23 +385,25 @@ enum HlsKind {
 fn blocking_reload(
     query: &std::collections::HashMap<String, String>,
 ) -> Result<Option<(u64, Option<u32>)>, Rejection> {
-    let bad = |what: &str| warp::reject::custom(ApiError::bad_request(what.to_owned()));
-    let msn = query
-        .get("_HLS_msn")
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| bad("_HLS_msn must be a number"))
-        })
-        .transpose()?;
-    let part = query
-        .get("_HLS_part")
-        .map(|v| {
-            v.parse::<u32>()
-                .map_err(|_| bad("_HLS_part must be a number"))
-        })
-        .transpose()?;
+    fn number<T: std::str::FromStr>(
+        query: &std::collections::HashMap<String, String>,
+        key: &str,
+    ) -> Result<Option<T>, Rejection> {
+        query
+            .get(key)
+            .map(|v| {
+                v.parse::<T>().map_err(|_| {
+                    warp::reject::custom(ApiError::bad_request(format!("{key} must be a number")))
+                })
+            })
+            .transpose()
+    }
+    let msn = number::<u64>(query, "_HLS_msn")?;
+    let part = number::<u32>(query, "_HLS_part")?;
     match (msn, part) {
-        (None, Some(_)) => Err(bad("_HLS_part needs _HLS_msn")),
+        (None, Some(_)) => Err(warp::reject::custom(ApiError::bad_request(
+            "_HLS_part needs _HLS_msn",
+        ))),
         (None, None) => Ok(None),
         (Some(m), p) => Ok(Some((m, p))),
     }
