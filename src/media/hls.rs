@@ -395,7 +395,7 @@ impl Writer {
             .as_ref()
             .is_some_and(|(_, start, _)| t.saturating_sub(*start) >= PART_CUT.as_nanos() as u64);
         if segment_due {
-            self.close_part(t);
+            self.close_part(t, false);
             self.close_segment(false);
             let msn = self.next_msn();
             self.current = Some((
@@ -411,8 +411,11 @@ impl Writer {
             if self.tables.is_empty() {
                 self.tables.clone_from(&self.last_tables);
             }
+            // The playlist lists the finished segment and hints the new
+            // one's first part: it is never without a hint while live.
+            self.publish(false);
         } else if part_due {
-            self.close_part(t);
+            self.close_part(t, true);
             self.part = Some((Vec::with_capacity(128 * 1024), t, keyframe));
         }
     }
@@ -434,8 +437,10 @@ impl Writer {
         }
     }
 
-    /// Ends the part being written at `end` and publishes it.
-    fn close_part(&mut self, end: u64) {
+    /// Ends the part being written at `end`; `publish`: and lists it
+    /// (not when its segment ends too: the playlist is written once the
+    /// next segment started, so it never hints a part that will not come).
+    fn close_part(&mut self, end: u64, publish: bool) {
         let (Some((seg, _, _)), Some((data, start, independent))) =
             (self.current.as_mut(), self.part.take())
         else {
@@ -452,10 +457,14 @@ impl Writer {
             independent,
         });
         seg.duration += duration;
-        self.publish(false);
+        if publish {
+            self.publish(false);
+        }
     }
 
-    /// Ends the segment being written (its last part is closed already).
+    /// Ends the segment being written (its last part is closed already);
+    /// the playlist is written when the stream `ended`, else by the caller
+    /// once the next segment started.
     fn close_segment(&mut self, ended: bool) {
         if let Some((seg, data, _)) = self.current.take() {
             let name = segment_name(seg.msn);
@@ -478,7 +487,9 @@ impl Writer {
                 let _ = std::fs::remove_file(self.dir.join(part_name(seg.msn, i)));
             }
         }
-        self.publish(ended);
+        if ended {
+            self.publish(true);
+        }
     }
 
     /// The stream ended: the last part and segment are closed, the
@@ -488,7 +499,7 @@ impl Writer {
         // its last frame started.
         if self.part.is_some() {
             let t = self.clock.ns + self.clock.step;
-            self.close_part(t);
+            self.close_part(t, false);
         }
         self.close_segment(true);
     }
@@ -739,6 +750,15 @@ mod tests {
                     p.msn > last.msn || (p.msn == last.msn && p.parts >= last.parts),
                     "{last:?} -> {p:?}"
                 );
+                // A live playlist always hints the part its position waits for.
+                if p != last {
+                    let text = std::fs::read_to_string(dir.path().join("index.m3u8")).unwrap();
+                    let hint = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+                        .and_then(|u| parse_name(u.trim_end_matches('"')));
+                    proptest::prop_assert_eq!(hint, Some((p.msn, Some(p.parts))), "{}", text);
+                }
                 last = p;
             }
             w.finish();
