@@ -158,7 +158,13 @@ async function openPage(browser, url, name) {
 async function joinAs(page, name) {
   await page.getByTestId('display-name').fill(name);
   await page.getByTestId('join').click();
-  await waitFor(`${name} to join`, 15000, async () => (await roomState(page)) === 'joined');
+  let state = null;
+  try {
+    await waitFor(`${name} to join`, 15000, async () => (state = await roomState(page)) === 'joined');
+  } catch (e) {
+    const error = await page.locator('#join-error').textContent().catch(() => null);
+    throw new Error(`${e.message}; room state ${JSON.stringify(state)}, join error ${JSON.stringify(error)}, at ${page.url()}`);
+  }
   return page.evaluate(() => window.roomcast.me);
 }
 

@@ -393,6 +393,9 @@ $('join-form').addEventListener('submit', (e) => {
   $('join').disabled = true;
   join(name);
 });
+// Disabled in the page until here: a click before the script ran would
+// submit the form natively and only reload the page.
+$('join').disabled = false;
 window.addEventListener('pagehide', () => {
   if (!state.leaving) state.signaling?.close(true);
 });
