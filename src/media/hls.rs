@@ -124,8 +124,14 @@ struct Part {
 #[derive(Debug, Clone, PartialEq)]
 struct Segment {
     msn: u64,
-    duration: f64,
     parts: Vec<Part>,
+}
+
+impl Segment {
+    /// Seconds: its parts, end to end.
+    fn duration(&self) -> f64 {
+        self.parts.iter().map(|p| p.duration).sum()
+    }
 }
 
 /// The media playlist: the listed segments (oldest first), the parts of
@@ -135,7 +141,7 @@ fn media_playlist(done: &VecDeque<Segment>, current: Option<&Segment>, ended: bo
         .iter()
         .skip(done.len().saturating_sub(LISTED))
         .collect();
-    let longest = listed.iter().map(|s| s.duration).fold(0.0, f64::max);
+    let longest = listed.iter().map(|s| s.duration()).fold(0.0, f64::max);
     // Whole seconds, never below the cut target (players size buffers by it).
     let target = (longest.round() as u64)
         .max(SEGMENT_TARGET.as_secs())
@@ -175,7 +181,7 @@ fn media_playlist(done: &VecDeque<Segment>, current: Option<&Segment>, ended: bo
         let _ = write!(
             s,
             "#EXTINF:{:.3},\n{}\n",
-            seg.duration,
+            seg.duration(),
             segment_name(seg.msn)
         );
     }
@@ -401,7 +407,6 @@ impl Writer {
             self.current = Some((
                 Segment {
                     msn,
-                    duration: 0.0,
                     parts: Vec::new(),
                 },
                 Vec::with_capacity(512 * 1024),
@@ -456,7 +461,6 @@ impl Writer {
             duration,
             independent,
         });
-        seg.duration += duration;
         if publish {
             self.publish(false);
         }
@@ -630,7 +634,6 @@ mod tests {
     fn seg(msn: u64, parts: usize) -> Segment {
         Segment {
             msn,
-            duration: 0.4 * parts as f64,
             parts: (0..parts)
                 .map(|i| Part {
                     duration: 0.4,

@@ -162,8 +162,7 @@ async function joinAs(page, name) {
   try {
     await waitFor(`${name} to join`, 15000, async () => (state = await roomState(page)) === 'joined');
   } catch (e) {
-    const error = await page.locator('#join-error').textContent().catch(() => null);
-    throw new Error(`${e.message}; room state ${JSON.stringify(state)}, join error ${JSON.stringify(error)}, at ${page.url()}`);
+    throw new Error(`${e.message}; room state ${JSON.stringify(state)}, at ${page.url()}`);
   }
   return page.evaluate(() => window.roomcast.me);
 }
@@ -587,6 +586,10 @@ async function main() {
   await server.start();
   const browser = await launchBrowser();
   const failures = [];
+  const fail = (what, detail = what) => {
+    failures.push(what);
+    log(`FAIL ${detail}`);
+  };
   try {
     for (const [name, test] of Object.entries(TESTS)) {
       if (only && only !== name) continue;
@@ -595,8 +598,7 @@ async function main() {
         await test(server, browser);
         log(`PASS ${name} (${Date.now() - t0} ms)`);
       } catch (e) {
-        failures.push(`${name}: ${e.message || e}`);
-        log(`FAIL ${name}: ${e.stack || e}`);
+        fail(`${name}: ${e.message || e}`, `${name}: ${e.stack || e}`);
       }
     }
   } finally {
@@ -604,14 +606,9 @@ async function main() {
     await server.cleanup();
   }
   if (disposedRunning.length) {
-    const what = `the server disposed ${disposedRunning.length} element(s) not in NULL: ${disposedRunning.slice(0, 8).join(', ')}`;
-    failures.push(what);
-    log(`FAIL ${what}`);
+    fail(`the server disposed ${disposedRunning.length} element(s) not in NULL: ${disposedRunning.slice(0, 8).join(', ')}`);
   }
-  if (server.crashed) {
-    failures.push('the server exited by itself during the run');
-    log('FAIL the server exited by itself during the run');
-  }
+  if (server.crashed) fail('the server exited by itself during the run');
   if (failures.length) {
     // Repeated last, so the end of a long log says what failed and why.
     log(`${failures.length} end-to-end test(s) failed:`);
