@@ -212,6 +212,30 @@ async fn api(
     .await?
 }
 
+/// The server's heap in use and kept free, KiB, from its `/metrics`.
+async fn heap_of(base: &str) -> Option<(u64, u64)> {
+    let url = format!("{base}/metrics");
+    let text = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .timeout(Duration::from_secs(10))
+            .set("Authorization", &format!("Bearer {ADMIN}"))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()
+    })
+    .await
+    .ok()??;
+    let value = |state: &str| {
+        let name = format!("roomcast_heap_bytes{{state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|b| b / 1024)
+    };
+    Some((value("in_use")?, value("free")?))
+}
+
 fn str_field(v: &Value, key: &str) -> anyhow::Result<String> {
     v[key]
         .as_str()
@@ -900,6 +924,7 @@ async fn soak(args: &SoakArgs, server: &Server) -> anyhow::Result<SoakReport> {
                 .ok()
                 .and_then(|r| r["participant_count"].as_u64());
             let server_now = sample_process(pid)?;
+            let heap = heap_of(&base).await;
             let self_now = sample_process(me)?;
             let received = room.received();
             let d = soakreport::delivery(&last_received, &received);
@@ -914,6 +939,8 @@ async fn soak(args: &SoakArgs, server: &Server) -> anyhow::Result<SoakReport> {
             let s = Sample {
                 t_s: next_sample.duration_since(t0).as_secs_f64().round(),
                 rss_kib: server_now.rss_kib,
+                heap_kib: heap.map(|h| h.0),
+                heap_free_kib: heap.map(|h| h.1),
                 threads: server_now.threads,
                 fds: fds_of(pid),
                 cpu_pct: pct(&last_server, &server_now),

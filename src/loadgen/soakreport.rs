@@ -14,6 +14,10 @@ pub struct Sample {
     pub t_s: f64,
     /// Server resident memory (`VmRSS`), KiB.
     pub rss_kib: u64,
+    /// Server heap in use as its allocator counts it, KiB (`None`: not reported).
+    pub heap_kib: Option<u64>,
+    /// Server heap freed but kept by its allocator, KiB.
+    pub heap_free_kib: Option<u64>,
     /// Server threads.
     pub threads: u64,
     /// Server open file descriptors (entries of `/proc/<pid>/fd`).
@@ -202,6 +206,10 @@ pub struct Window {
     pub samples: usize,
     /// Median RSS, KiB.
     pub rss_kib: f64,
+    /// Median heap in use, KiB (`None`: not reported).
+    pub heap_kib: Option<f64>,
+    /// Median heap kept free by the allocator, KiB.
+    pub heap_free_kib: Option<f64>,
     /// Median threads.
     pub threads: f64,
     /// Median fds.
@@ -236,11 +244,21 @@ pub fn window(samples: &[Sample], from_s: f64, to_s: f64) -> Option<Window> {
         return None;
     }
     let of = |f: fn(&Sample) -> u64| median(inside.iter().map(|s| f(s) as f64).collect());
+    let of_some = |f: fn(&Sample) -> Option<u64>| {
+        let v: Vec<f64> = inside
+            .iter()
+            .filter_map(|s| f(s))
+            .map(|x| x as f64)
+            .collect();
+        (!v.is_empty()).then(|| median(v))
+    };
     Some(Window {
         from_s,
         to_s,
         samples: inside.len(),
         rss_kib: of(|s| s.rss_kib),
+        heap_kib: of_some(|s| s.heap_kib),
+        heap_free_kib: of_some(|s| s.heap_free_kib),
         threads: of(|s| s.threads),
         fds: of(|s| s.fds),
     })
@@ -394,12 +412,24 @@ fn minutes(t_s: f64) -> String {
     format!("{}:{:02}", t / 60, t % 60)
 }
 
+/// `41.2 in use + 9.8 free MiB`, or `–`.
+fn heap(in_use_kib: Option<f64>, free_kib: Option<f64>) -> String {
+    match (in_use_kib, free_kib) {
+        (Some(u), Some(f)) => format!("{:.1} in use + {:.1} free", u / 1024.0, f / 1024.0),
+        _ => "–".to_owned(),
+    }
+}
+
 /// One line of progress per sample.
 pub fn progress_line(s: &Sample) -> String {
     format!(
-        "[{:>6}] RSS {:.1} MiB, {} threads, {} fds, server {:.0} % CPU, loadgen {:.0} %, {} in the room, {} receiving, loss {:.2} %; replaced {}, recordings {}, broadcasts {}{}",
+        "[{:>6}] RSS {:.1} MiB (heap {}), {} threads, {} fds, server {:.0} % CPU, loadgen {:.0} %, {} in the room, {} receiving, loss {:.2} %; replaced {}, recordings {}, broadcasts {}{}",
         minutes(s.t_s),
         s.rss_kib as f64 / 1024.0,
+        heap(
+            s.heap_kib.map(|k| k as f64),
+            s.heap_free_kib.map(|k| k as f64)
+        ),
         s.threads,
         s.fds,
         s.cpu_pct,
@@ -429,13 +459,17 @@ pub fn markdown(
     v: &Verdict,
 ) -> String {
     let mut out = String::from(
-        "| time (min) | server RSS MiB | threads | fds | server CPU % (1 core) | loadgen CPU % | in the room (API) | receiving | loss % | replaced / recordings / broadcasts so far | running |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| time (min) | server RSS MiB | heap MiB (in use + free) | threads | fds | server CPU % (1 core) | loadgen CPU % | in the room (API) | receiving | loss % | replaced / recordings / broadcasts so far | running |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for s in table_rows(samples, limits.window_s) {
         out.push_str(&format!(
-            "| {} | {:.1} | {} | {} | {:.0} | {:.0} | {} | {} | {:.2} | {} / {} / {} | {} |\n",
+            "| {} | {:.1} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {:.2} | {} / {} / {} | {} |\n",
             minutes(s.t_s),
             s.rss_kib as f64 / 1024.0,
+            heap(
+                s.heap_kib.map(|k| k as f64),
+                s.heap_free_kib.map(|k| k as f64)
+            ),
             s.threads,
             s.fds,
             s.cpu_pct,
@@ -465,7 +499,8 @@ pub fn markdown(
              | | first window | last window | change | limit | |\n|---|---|---|---|---|---|\n\
              | server RSS MiB | {:.1} | {:.1} | {rss:+.1} % | ±{} % | {} |\n\
              | threads | {:.0} | {:.0} | {threads:+.0} | +{:.0} | {} |\n\
-             | file descriptors | {:.0} | {:.0} | {fds:+.0} | +{:.0} | {} |\n",
+             | file descriptors | {:.0} | {:.0} | {fds:+.0} | +{:.0} | {} |\n\
+             | heap MiB, in use + free (not judged) | {} | {} | | | |\n",
             minutes(b.from_s),
             minutes(b.to_s),
             b.samples,
@@ -484,6 +519,8 @@ pub fn markdown(
             l.fds,
             limits.allowed_growth(b.fds),
             ok(fds <= limits.allowed_growth(b.fds)),
+            heap(b.heap_kib, b.heap_free_kib),
+            heap(l.heap_kib, l.heap_free_kib),
         ));
     }
     out.push_str(&format!(

@@ -74,6 +74,34 @@ pub fn tune_allocator() {
     }
 }
 
+/// What the allocator holds: bytes handed out and bytes it keeps free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Allocated and not yet freed (arena chunks and own mappings).
+    pub in_use: u64,
+    /// Freed but kept by the allocator (not returned to the system).
+    pub free: u64,
+}
+
+/// The allocator's own figures, summed over its arenas (`mallinfo2`);
+/// `None` where the allocator is not glibc's. Takes each arena's lock
+/// briefly: for a scrape, not a hot path.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn stats() -> Option<HeapStats> {
+    // SAFETY: mallinfo2 only reads glibc's arenas under their locks.
+    let m = unsafe { libc::mallinfo2() };
+    let total = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Some(HeapStats {
+        in_use: total(m.uordblks).saturating_add(total(m.hblkhd)),
+        free: total(m.fordblks),
+    })
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn stats() -> Option<HeapStats> {
+    None
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
     // SAFETY: malloc_trim only walks glibc's own arenas under their locks.
@@ -84,3 +112,22 @@ fn trim() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn stats_see_an_allocation() {
+        // Large enough that other tests running meanwhile do not blur it.
+        const SIZE: u64 = 256 << 20;
+        let block = vec![0u8; SIZE as usize];
+        let during = super::stats().expect("glibc");
+        assert!(during.in_use >= SIZE, "{during:?}");
+        drop(block);
+        let after = super::stats().expect("glibc");
+        assert!(
+            after.in_use + SIZE / 2 <= during.in_use,
+            "{during:?} {after:?}"
+        );
+    }
+}

@@ -156,6 +156,15 @@ pub fn write(e: &mut Exposition) {
             n,
         );
     }
+    if let Some(h) = crate::media::heap::stats() {
+        e.family(
+            "roomcast_heap_bytes",
+            Kind::Gauge,
+            "Heap as the allocator counts it: in use (allocated, not freed) and free (freed, kept by the allocator).",
+        )
+        .sample("roomcast_heap_bytes", &[("state", "in_use")], h.in_use)
+        .sample("roomcast_heap_bytes", &[("state", "free")], h.free);
+    }
     if let Some(t) = p.start_time_seconds {
         e.single(
             "process_start_time_seconds",
@@ -216,6 +225,8 @@ mod tests {
             "process_resident_memory_bytes ",
             "process_open_fds ",
             "process_threads ",
+            #[cfg(target_env = "gnu")]
+            "roomcast_heap_bytes{state=\"in_use\"} ",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
