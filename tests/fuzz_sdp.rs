@@ -1,7 +1,7 @@
 //! Property tests of everything that reads an SDP a client sent: the
 //! publish-offer filter and m-line listing (`media::sdp`), the audio-level
 //! extension lookup, GStreamer's parse into a session description
-//! (`peer::parse_description`), the WHEP m-line choice (`whep::choose_lines`)
+//! (`peer::parse_description`), the WHEP answer (`egress::answer_offer`: str0m and our m-line choice)
 //! and the ICE candidate check. Inputs are arbitrary text and real offers
 //! (Chrome, Firefox, OBS/WHIP, a WHEP viewer) with lines dropped, repeated,
 //! swapped or replaced and fields inside lines changed. None may panic;
@@ -14,7 +14,7 @@ use gst_webrtc::WebRTCSDPType;
 mod proptest_config;
 
 use proptest::prelude::*;
-use roomcast::media::{audio_level, ice, peer, sdp, whep};
+use roomcast::media::{MediaError, audio_level, egress, ice, peer, sdp};
 
 /// Chrome publishing a camera and a microphone (unified plan, BUNDLE, RTX, RED, FEC).
 const CHROME_PUBLISH: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
@@ -355,19 +355,11 @@ proptest! {
     }
 
     #[test]
-    fn whep_lines_are_chosen_or_refused(text in sdp_text()) {
-        // As `RoomMedia::whep_viewer` does it.
-        let chosen = quietly(|| {
-            peer::parse_description(WebRTCSDPType::Offer, &text)
-                .map(|desc| (desc.sdp().medias_len(), whep::choose_lines(desc.sdp())))
-        })?;
-        if let Ok((medias, Ok(lines))) = chosen {
-            prop_assert!(lines.iter().any(|l| l.kind == roomcast::media::rtp::TrackKind::Video));
-            for l in &lines {
-                prop_assert!(l.index < medias);
-                let s = l.caps.structure(0);
-                prop_assert!(s.is_some_and(|s| s.name() == "application/x-rtp"));
-            }
+    fn whep_offers_are_answered_or_refused(text in sdp_text()) {
+        // As `Egress::add_viewer` does it.
+        if let Ok((answer, lines)) = quietly(|| egress::answer_offer(&text))? {
+            prop_assert!(lines >= 1);
+            prop_assert!(answer.contains("m=video"), "{answer}");
         }
     }
 
@@ -396,9 +388,15 @@ fn the_corpus_is_accepted() {
         assert!(peer::parse_description(WebRTCSDPType::Offer, &filtered).is_ok());
         assert_eq!(audio_level::offered_id(offer).is_some(), offer != OBS_WHIP);
     }
-    let msg = gst_sdp::SDPMessage::parse_buffer(WHEP_VIEWER.as_bytes()).expect("parses");
-    let lines = whep::choose_lines(&msg).expect("H.264 and Opus");
-    assert_eq!(lines.len(), 2);
+    let (answer, lines) = egress::answer_offer(WHEP_VIEWER).expect("H.264 and Opus");
+    assert_eq!(lines, 2, "{answer}");
+    assert!(answer.contains("a=sendonly"), "{answer}");
+    // Without H.264 packetization-mode 1 a viewer is refused.
+    let vp8_only = WHEP_VIEWER.replace("H264", "H265");
+    assert!(matches!(
+        egress::answer_offer(&vp8_only),
+        Err(MediaError::BadSdp(_))
+    ));
 }
 
 /// The watch on GLib's log works: GStreamer's own check of an empty buffer is caught.

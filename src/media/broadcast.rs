@@ -17,6 +17,7 @@
 use super::codecs::{Codec, EncoderSettings, Selection, encoder_description};
 use super::hls::HlsLive;
 use super::rtmp::RtmpFeed;
+use super::rtp::TrackKind;
 use super::{MediaError, make};
 use crate::ids::BroadcastId;
 use gst::prelude::*;
@@ -158,6 +159,8 @@ pub struct BroadcastMedia {
     pub whep_video: Option<gst::Element>,
     /// Opus RTP for WHEP viewers.
     pub whep_audio: Option<gst::Element>,
+    /// Appsinks taking `whep_video` / `whep_audio` to the WHEP egress.
+    pub whep_sinks: Vec<(TrackKind, gst_app::AppSink)>,
     /// RTMP targets take from this.
     pub rtmp: Option<Arc<RtmpFeed>>,
     bins: Vec<gst::Element>,
@@ -213,6 +216,7 @@ impl BroadcastMedia {
             renditions: Vec::new(),
             whep_video: None,
             whep_audio: None,
+            whep_sinks: Vec::new(),
             rtmp: None,
             bins: Vec::new(),
             links: Vec::new(),
@@ -348,6 +352,27 @@ impl BroadcastMedia {
                     ),
                 )?;
                 self.whep_video = Some(self.tee_after(pipeline, &bin)?);
+            }
+            let tees = [
+                (TrackKind::Video, self.whep_video.clone()),
+                (TrackKind::Audio, self.whep_audio.clone()),
+            ];
+            for (kind, tee) in tees {
+                let Some(tee) = tee else { continue };
+                // No queue: the egress's callback only copies and queues.
+                // Not async: a sink that prerolls on its own in a running
+                // pipeline was seen to stay in PAUSED (no sample ever came).
+                let bin = self.branch(
+                    pipeline,
+                    &tee,
+                    &format!("whep{}", kind.as_str()),
+                    "appsink name=sink sync=false async=false max-buffers=64 drop=true enable-last-sample=false",
+                )?;
+                let sink = bin
+                    .by_name("sink")
+                    .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                    .ok_or_else(|| MediaError::Pipeline("WHEP appsink".into()))?;
+                self.whep_sinks.push((kind, sink));
             }
         }
         if outputs.rtmp {

@@ -154,24 +154,6 @@ impl Forwarder {
         })
     }
 
-    /// Sends on m-line `index` of a remote offer already applied to
-    /// `subscriber` (WHEP), as payload type `pt` with `caps` (the offer's).
-    pub fn prepare_on_line(
-        tee: &gst::Element,
-        subscriber: &gst::Element,
-        index: u32,
-        caps: &gst::Caps,
-        pt: u8,
-    ) -> Result<Self, MediaError> {
-        Self::send_only(
-            tee,
-            subscriber,
-            Some(&format!("sink_{index}")),
-            caps,
-            Some(pt),
-        )
-    }
-
     /// Whether media flows into the m-line (it was negotiated and linked).
     pub fn is_connected(&self) -> bool {
         self.tee_pad.is_some()

@@ -9,6 +9,7 @@
 pub mod audio_level;
 pub mod broadcast;
 pub mod codecs;
+pub mod egress;
 pub mod forwarder;
 pub mod gst_log;
 pub mod heap;

@@ -10,6 +10,7 @@
 use super::audio_level::{self, LevelMeter};
 use super::broadcast::{BroadcastMedia, Outputs, Source};
 use super::codecs::Selection;
+use super::egress::{Egress, Hooks};
 use super::forwarder::Forwarder;
 use super::mixer::{MixInput, Mixer, MixerConfig, mcu_format};
 use super::recorder::{BranchDone, RecordingBranch};
@@ -24,7 +25,7 @@ use crate::signaling::PcKind;
 use futures::StreamExt;
 use gst::prelude::*;
 use gst_webrtc::{WebRTCPeerConnectionState, WebRTCSDPType};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -179,15 +180,9 @@ struct LiveBroadcast {
     keyframes_of: Option<TrackId>,
     /// Reads the composite (keeps the mixer alive).
     composite: bool,
-    viewers: HashMap<ViewerId, WhepViewer>,
-}
-
-/// One WHEP viewer: a webrtcbin fed from the broadcast's RTP tees.
-struct WhepViewer {
-    bin: gst::Element,
-    forwarders: Vec<Forwarder>,
-    /// Loss the viewer reports (RTCP), for `/metrics`.
-    loss: Arc<LossTracker>,
+    /// Sends the broadcast to its WHEP viewers.
+    egress: Option<Egress>,
+    viewers: HashSet<ViewerId>,
 }
 
 /// Where a broadcast takes its media from, in media-plane terms.
@@ -918,18 +913,17 @@ impl RoomMedia {
     pub fn sample_stats(&self) {
         let bins: Vec<(gst::Element, Arc<LossTracker>)> = {
             let state = self.inner.lock();
-            let peers = state.peers.values().flat_map(|p| {
-                [&p.publish, &p.subscribe]
-                    .into_iter()
-                    .flatten()
-                    .map(|bin| (bin.clone(), p.loss.clone()))
-            });
-            let viewers = state
-                .broadcasts
+            // WHEP viewers' loss is counted by the egress.
+            state
+                .peers
                 .values()
-                .flat_map(|b| b.viewers.values())
-                .map(|v| (v.bin.clone(), v.loss.clone()));
-            peers.chain(viewers).collect()
+                .flat_map(|p| {
+                    [&p.publish, &p.subscribe]
+                        .into_iter()
+                        .flatten()
+                        .map(|bin| (bin.clone(), p.loss.clone()))
+                })
+                .collect()
         };
         for (bin, loss) in bins {
             stats::sample_loss(&bin, loss);
@@ -1021,13 +1015,27 @@ impl RoomMedia {
             rtmp: media.rtmp.clone(),
         };
         let keyframes_of = source_video.filter(|_| !built.transcode_video);
+        let egress = match self.start_egress(id, &media) {
+            Ok(e) => e,
+            Err(e) => {
+                drop(state);
+                super::tear_down_later(
+                    &inner.pipeline,
+                    media.into_elements(),
+                    std::time::Duration::ZERO,
+                    "broadcast-teardown",
+                );
+                return Err(e);
+            }
+        };
         state.broadcasts.insert(
             id.clone(),
             LiveBroadcast {
                 media,
                 keyframes_of,
                 composite,
-                viewers: HashMap::new(),
+                egress,
+                viewers: HashSet::new(),
             },
         );
         let tracks: Vec<TrackId> = state.tracks.keys().cloned().collect();
@@ -1049,20 +1057,63 @@ impl RoomMedia {
         Ok(built)
     }
 
+    /// The WHEP egress of a broadcast with WHEP output, fed by its appsinks.
+    fn start_egress(
+        &self,
+        id: &BroadcastId,
+        media: &BroadcastMedia,
+    ) -> Result<Option<Egress>, MediaError> {
+        if media.whep_sinks.is_empty() {
+            return Ok(None);
+        }
+        let keyframe_pad = media.whep_video.as_ref().and_then(|t| t.static_pad("sink"));
+        let events = self.inner.events.clone();
+        let broadcast = id.clone();
+        let hooks = Hooks {
+            // Upstream to the encoder, or to a passed-through publisher.
+            keyframe: Box::new(move || {
+                if let Some(pad) = &keyframe_pad {
+                    pad.push_event(
+                        gst_video::UpstreamForceKeyUnitEvent::builder()
+                            .all_headers(true)
+                            .build(),
+                    );
+                }
+            }),
+            gone: Box::new(move |viewer| {
+                let _ = events.send(MediaEvent::ViewerGone {
+                    broadcast: broadcast.clone(),
+                    viewer,
+                });
+            }),
+        };
+        let egress = Egress::start(&id.to_string(), &self.inner.ice, hooks)?;
+        for (kind, sink) in &media.whep_sinks {
+            let (feed, kind) = (egress.feed(), *kind);
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                            feed.push(kind, &map);
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        }
+        Ok(Some(egress))
+    }
+
     /// Stops broadcast `id`: viewers are disconnected, HLS playlists end,
     /// RTMP targets stop. Returns whether it was running.
     pub fn stop_broadcast(&self, id: &BroadcastId) -> bool {
         let Some(b) = self.inner.lock().broadcasts.remove(id) else {
             return false;
         };
-        let mut teardown = Vec::new();
-        for (_, mut v) in b.viewers {
-            for f in v.forwarders.iter_mut() {
-                f.detach();
-            }
-            teardown.push(v.bin);
+        if let Some(e) = &b.egress {
+            e.stop();
         }
-        self.inner.remove_elements_later(teardown);
         // The HLS writers end their playlists on EOS: give them a moment.
         super::tear_down_later(
             &self.inner.pipeline,
@@ -1076,101 +1127,26 @@ impl RoomMedia {
         true
     }
 
-    /// Answers a WHEP viewer's offer: a new webrtcbin, sending the
-    /// broadcast's H.264 (and Opus) with the viewer's payload types. The
-    /// answer carries every candidate (no trickle).
+    /// Answers a WHEP viewer's offer; the broadcast's egress sends to it
+    /// once it connects. The answer carries every candidate (no trickle).
     pub async fn whep_viewer(
         &self,
         broadcast: &BroadcastId,
         offer: &str,
     ) -> Result<(ViewerId, String), MediaError> {
-        let inner = &self.inner;
-        let (video, audio) = {
-            let state = inner.lock();
-            let b = state
-                .broadcasts
-                .get(broadcast)
-                .ok_or_else(|| MediaError::Pipeline("the broadcast is not running".into()))?;
-            (b.media.whep_video.clone(), b.media.whep_audio.clone())
-        };
-        let video =
-            video.ok_or_else(|| MediaError::Pipeline("the broadcast has no WHEP output".into()))?;
-        let desc = peer::parse_description(WebRTCSDPType::Offer, offer)?;
-        let lines = super::whep::choose_lines(desc.sdp())?;
         let viewer = ViewerId::generate();
-        let bin = inner.webrtcbin(&format!("whep_{viewer}"))?;
-        {
-            let events = inner.events.clone();
-            let (broadcast, viewer) = (broadcast.clone(), viewer.clone());
-            bin.connect_notify(Some("connection-state"), move |bin, _| {
-                if matches!(
-                    bin.property::<WebRTCPeerConnectionState>("connection-state"),
-                    WebRTCPeerConnectionState::Failed | WebRTCPeerConnectionState::Closed
-                ) {
-                    let _ = events.send(MediaEvent::ViewerGone {
-                        broadcast: broadcast.clone(),
-                        viewer: viewer.clone(),
-                    });
-                }
-            });
-        }
-        let result = async {
-            peer::set_remote(&bin, &desc).await?;
-            let mut forwarders = Vec::new();
-            for line in &lines {
-                let tee = match line.kind {
-                    TrackKind::Video => &video,
-                    TrackKind::Audio => match &audio {
-                        Some(a) => a,
-                        None => continue,
-                    },
-                };
-                forwarders.push(Forwarder::prepare_on_line(
-                    tee, &bin, line.index, &line.caps, line.pt,
-                )?);
-            }
-            peer::create_and_set_local(&bin, "answer").await?;
-            for f in forwarders.iter_mut() {
-                f.connect()?;
-            }
-            let sdp = super::whep::gathered_local_sdp(&bin, inner.ice.public_ip).await?;
-            Ok::<_, MediaError>((forwarders, sdp))
-        }
-        .await;
-        let (forwarders, sdp) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                inner.remove_elements_later(vec![bin]);
-                return Err(e);
-            }
-        };
-        // The viewer starts at a keyframe.
-        if let Some(pad) = video.static_pad("sink") {
-            pad.push_event(gst_video::UpstreamForceKeyUnitEvent::builder().build());
-        }
-        let mut state = inner.lock();
-        match state.broadcasts.get_mut(broadcast) {
-            Some(b) => {
-                b.viewers.insert(
-                    viewer.clone(),
-                    WhepViewer {
-                        bin,
-                        forwarders,
-                        loss: Arc::default(),
-                    },
-                );
-                Ok((viewer, sdp))
-            }
-            None => {
-                drop(state);
-                let mut forwarders = forwarders;
-                for f in forwarders.iter_mut() {
-                    f.detach();
-                }
-                inner.remove_elements_later(vec![bin]);
-                Err(MediaError::Pipeline("the broadcast ended".into()))
-            }
-        }
+        let mut state = self.inner.lock();
+        let b = state
+            .broadcasts
+            .get_mut(broadcast)
+            .ok_or_else(|| MediaError::Pipeline("the broadcast is not running".into()))?;
+        let egress = b
+            .egress
+            .as_ref()
+            .ok_or_else(|| MediaError::Pipeline("the broadcast has no WHEP output".into()))?;
+        let answer = egress.add_viewer(&viewer, offer)?;
+        b.viewers.insert(viewer.clone());
+        Ok((viewer, answer))
     }
 
     /// Asks the publishers whose video broadcasts pass through for a
@@ -1190,17 +1166,16 @@ impl RoomMedia {
 
     /// Disconnects a WHEP viewer; returns whether it was there.
     pub fn remove_viewer(&self, broadcast: &BroadcastId, viewer: &ViewerId) -> bool {
-        let v = self
-            .inner
-            .lock()
-            .broadcasts
-            .get_mut(broadcast)
-            .and_then(|b| b.viewers.remove(viewer));
-        let Some(mut v) = v else { return false };
-        for f in v.forwarders.iter_mut() {
-            f.detach();
+        let mut state = self.inner.lock();
+        let Some(b) = state.broadcasts.get_mut(broadcast) else {
+            return false;
+        };
+        if !b.viewers.remove(viewer) {
+            return false;
         }
-        self.inner.remove_elements_later(vec![v.bin]);
+        if let Some(e) = &b.egress {
+            e.remove_viewer(viewer);
+        }
         true
     }
 

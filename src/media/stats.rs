@@ -211,6 +211,15 @@ impl LossTracker {
         }
     }
 
+    /// Records the cumulative loss a viewer reports for stream `id` of ours
+    /// (RTCP receiver reports) into the sent-loss counter.
+    pub fn count_sent_loss(&self, id: &str, lost: i64) {
+        let new = self.update(id, lost);
+        if new > 0 {
+            LOST_OUT.fetch_add(new, Ordering::Relaxed);
+        }
+    }
+
     /// Takes a `get-stats` reply into the counters.
     fn absorb(&self, reply: &gst::StructureRef) {
         let (mut inbound, mut remote_inbound) = (0u32, 0u32);

@@ -1,8 +1,10 @@
 //! WHEP and WHIP (draft-ietf-wish-whep / -whip) on the media side: the
 //! client offers once, without trickle, and the answer carries every
-//! candidate of ours. For WHEP we pick, per m-line of the viewer's offer,
-//! the payload type of the codec we send (H.264 packetization-mode 1, Opus)
-//! and relabel our packets with it.
+//! candidate of ours. A WHEP viewer's offer is answered by the broadcast's
+//! egress (`egress.rs`); here we read that answer for the m-lines we send on
+//! and the payload type of our codec in each (H.264 packetization-mode 1,
+//! constrained baseline preferred, and Opus), which our packets are
+//! relabelled with.
 
 use super::rtp::TrackKind;
 use super::{MediaError, ice};
@@ -11,17 +13,15 @@ use gst_webrtc::WebRTCICEGatheringState;
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// One m-line of a viewer's offer we will send on.
+/// One m-line of our answer to a viewer that we send on.
 #[derive(Debug, Clone)]
-pub struct OfferedLine {
+pub struct AnsweredLine {
     /// m-line index.
     pub index: u32,
     /// Audio or video.
     pub kind: TrackKind,
-    /// The payload type the viewer gave our codec.
+    /// The payload type of our codec in it.
     pub pt: u8,
-    /// RTP caps of that payload type, as offered.
-    pub caps: gst::Caps,
 }
 
 /// How much a candidate format suits us (higher is better; `None`: unusable).
@@ -48,17 +48,20 @@ fn score(kind: TrackKind, encoding: &str, fmtp: &str) -> Option<u32> {
     }
 }
 
-/// The m-lines of `offer` to send on, with our codec's payload type in each.
-/// Fails when the offer cannot receive H.264 video (WHEP viewers must).
-pub fn choose_lines(offer: &gst_sdp::SDPMessageRef) -> Result<Vec<OfferedLine>, MediaError> {
+/// The m-lines of our answer to a WHEP viewer that send, with the payload
+/// type of our codec in each. Fails when none can carry H.264 video.
+pub fn answered_lines(answer: &gst_sdp::SDPMessageRef) -> Result<Vec<AnsweredLine>, MediaError> {
     let mut out = Vec::new();
-    for (index, media) in offer.medias().enumerate() {
+    for (index, media) in answer.medias().enumerate() {
         let kind = match media.media() {
             Some("video") => TrackKind::Video,
             Some("audio") => TrackKind::Audio,
             _ => continue,
         };
-        if media.attribute_val("sendonly").is_some() || media.attribute_val("inactive").is_some() {
+        if media.attribute_val("recvonly").is_some()
+            || media.attribute_val("inactive").is_some()
+            || media.port() == 0
+        {
             continue;
         }
         let mut best: Option<(u32, u8)> = None;
@@ -85,29 +88,10 @@ pub fn choose_lines(offer: &gst_sdp::SDPMessageRef) -> Result<Vec<OfferedLine>, 
             }
         }
         let Some((_, pt)) = best else { continue };
-        let Some(mut caps) = media.caps_from_media(i32::from(pt)) else {
-            continue;
-        };
-        {
-            let caps = caps.make_mut();
-            if let Some(s) = caps.structure_mut(0) {
-                s.set_name("application/x-rtp");
-                // Header extensions and transport-cc are not produced here.
-                let drop: Vec<String> = s
-                    .fields()
-                    .filter(|f| f.starts_with("extmap-") || *f == "rtcp-fb-transport-cc")
-                    .map(|f| f.to_string())
-                    .collect();
-                for f in drop {
-                    s.remove_field(&f);
-                }
-            }
-        }
-        out.push(OfferedLine {
+        out.push(AnsweredLine {
             index: index as u32,
             kind,
             pt,
-            caps,
         });
     }
     if !out.iter().any(|l| l.kind == TrackKind::Video) {
@@ -157,19 +141,24 @@ pub async fn gathered_local_sdp(
 mod tests {
     use super::*;
 
-    const CHROME_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 96 102 106 127\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n\
-a=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
+    /// Our answer to a Chrome offer, as the egress writes it (two H.264
+    /// formats accepted, one of them packetization-mode 0).
+    const ANSWER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102 106 127\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtcp-mux\r\n\
+a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
 a=rtpmap:106 H264/90000\r\na=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
 a=rtpmap:127 H264/90000\r\na=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
-a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=rtcp-fb:106 transport-cc\r\na=rtcp-fb:106 nack pli\r\n\
-m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\n";
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=sendonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n";
+
+    fn lines(sdp: &str) -> Result<Vec<AnsweredLine>, MediaError> {
+        gst::init().unwrap();
+        let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+        answered_lines(&msg)
+    }
 
     #[test]
     fn picks_constrained_baseline_and_opus() {
-        gst::init().unwrap();
-        let msg = gst_sdp::SDPMessage::parse_buffer(CHROME_OFFER.as_bytes()).unwrap();
-        let lines = choose_lines(&msg).unwrap();
+        let lines = lines(ANSWER).unwrap();
         assert_eq!(lines.len(), 2);
         assert_eq!(
             (lines[0].index, lines[0].kind, lines[0].pt),
@@ -179,18 +168,21 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r
             (lines[1].index, lines[1].kind, lines[1].pt),
             (1, TrackKind::Audio, 111)
         );
-        let s = lines[0].caps.structure(0).unwrap();
-        assert_eq!(s.name(), "application/x-rtp");
-        assert_eq!(s.get::<i32>("payload").unwrap(), 106);
-        assert!(!s.has_field("rtcp-fb-transport-cc"));
-        assert!(s.fields().all(|f| !f.starts_with("extmap-")));
     }
 
     #[test]
-    fn an_offer_without_h264_is_refused() {
-        gst::init().unwrap();
-        let vp8_only = CHROME_OFFER.replace("H264", "H265");
-        let msg = gst_sdp::SDPMessage::parse_buffer(vp8_only.as_bytes()).unwrap();
-        assert!(matches!(choose_lines(&msg), Err(MediaError::BadSdp(_))));
+    fn lines_that_do_not_send_are_skipped() {
+        let rejected = ANSWER.replace("m=audio 9", "m=audio 0");
+        assert_eq!(lines(&rejected).unwrap().len(), 1);
+        let inactive = ANSWER.replace("a=mid:1\r\na=sendonly", "a=mid:1\r\na=inactive");
+        assert_eq!(lines(&inactive).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_answer_without_h264_is_refused() {
+        let no_h264 = ANSWER.replace("H264", "H265");
+        assert!(matches!(lines(&no_h264), Err(MediaError::BadSdp(_))));
+        let mode_0_only = ANSWER.replace("packetization-mode=1", "packetization-mode=0");
+        assert!(matches!(lines(&mode_0_only), Err(MediaError::BadSdp(_))));
     }
 }
