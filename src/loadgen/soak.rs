@@ -81,6 +81,18 @@ pub struct SoakArgs {
     /// first lines echoed).
     #[arg(long)]
     pub server_log: Option<PathBuf>,
+    /// An environment variable for the server only, `NAME=VALUE` (repeat
+    /// for more): allocator experiments such as `MALLOC_ARENA_MAX=1` or
+    /// `LD_PRELOAD=…/libjemalloc.so.2`, without touching the load generator.
+    #[arg(long = "server-env", value_parser = parse_env)]
+    pub server_env: Vec<(String, String)>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
 }
 
 const ADMIN: &str = "soak-admin-token-0123456789";
@@ -111,7 +123,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(log_file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+    fn start(log_file: Option<&std::path::Path>, env: &[(String, String)]) -> anyhow::Result<Self> {
         let mut file = log_file
             .map(|p| std::fs::File::create(p).with_context(|| format!("creating {}", p.display())))
             .transpose()?;
@@ -128,6 +140,7 @@ impl Server {
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
             .env_remove("ROOMCAST_LOG_FORMAT")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -716,7 +729,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     if args.minutes < 2 || args.sample_seconds == 0 || args.visible == 0 {
         bail!("--minutes at least 2, --sample-seconds and --visible at least 1");
     }
-    let server = Server::start(args.server_log.as_deref())?;
+    let server = Server::start(args.server_log.as_deref(), &args.server_env)?;
     eprintln!(
         "roomcast (pid {}) listening on {}",
         server.pid(),

@@ -52,9 +52,21 @@ const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 
 /// Caps glibc's malloc arenas at the number of CPUs (at least 2) and fixes
 /// the mapping threshold at 128 KiB, unless the operator set
-/// `MALLOC_ARENA_MAX` / `MALLOC_MMAP_THRESHOLD_`. Call before any thread
-/// starts.
+/// `MALLOC_ARENA_MAX` / `MALLOC_MMAP_THRESHOLD_`; makes GLib's slice
+/// allocator use malloc (`G_SLICE=always-malloc`, unless set). Call before
+/// any thread starts.
+///
+/// GLib 2.74 (Debian 12) still has its own slice allocator under
+/// `g_slice_*`, which GStreamer uses for buffers, events and messages: its
+/// per-thread magazines and slabs keep freed chunks, malloc counts them in
+/// use, and `malloc_trim` cannot return them. GLib 2.76 made `g_slice` a
+/// plain malloc wrapper for that reason; this does the same here.
 pub fn tune_allocator() {
+    if std::env::var_os("G_SLICE").is_none() {
+        // SAFETY: called first thing in `main`, before any thread exists
+        // that could read the environment concurrently.
+        unsafe { std::env::set_var("G_SLICE", "always-malloc") };
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
