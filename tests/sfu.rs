@@ -253,6 +253,54 @@ async fn three_participants_late_joiner_and_one_that_vanishes() {
     .await;
 }
 
+const E: Who = Who {
+    name: "E",
+    color: 0xff00ff,
+    freq: 770.0,
+    codec: VideoCodec::H264,
+};
+
+/// People coming and going: a subscriber's connection keeps as many m-lines
+/// as tracks it receives at once (a leaver's lines are parked and recycled
+/// for the next track of the same kind and codec), and what arrives on a
+/// recycled line is the newcomer's picture and tone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn m_lines_of_those_who_left_carry_the_next_ones() {
+    let server = Server::start();
+    let room = server.create_room(r#"{"name": "Churn"}"#);
+    let link = room["invite_url"].as_str().unwrap().to_owned();
+    let a = TestPeer::join(config(&link, &A)).await.expect("A joins");
+    // B: H.264 (2 lines); C: VP8 video cannot take B's H.264 line (3);
+    // D: VP8 again, E: H.264 again: both find a parked line of their codec.
+    for (who, lines) in [(&B, 2), (&C, 3), (&D, 3), (&E, 3)] {
+        let x = TestPeer::join(config(&link, who)).await.expect("join");
+        wait_for(
+            &format!("A to see and hear {} on {lines} m-lines", who.name),
+            Duration::from_secs(20),
+            || {
+                let s = a.stats();
+                (receives(&s, &x.id, who, 30) && s.subscribe_mlines == lines).then_some(())
+            },
+        )
+        .await;
+        wait_for(
+            &format!("{} to see and hear A", who.name),
+            Duration::from_secs(20),
+            || receives(&x.stats(), &a.id, &A, 30).then_some(()),
+        )
+        .await;
+        let gone = x.id.clone();
+        x.leave().await;
+        wait_for(
+            &format!("{}'s leave", who.name),
+            Duration::from_secs(5),
+            || (!a.stats().present.contains(&gone)).then_some(()),
+        )
+        .await;
+    }
+    assert_eq!(a.stats().subscribe_mlines, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_participant_is_released_within_15_seconds() {
     let server = Server::start();

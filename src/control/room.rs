@@ -1975,11 +1975,9 @@ impl Room {
         self.order.retain(|id| id != pid);
         self.tracks.retain(|_, t| &t.owner != pid);
         self.speakers.forget(pid);
-        let affected = self
-            .media
-            .as_ref()
-            .map(|m| m.remove_participant(pid))
-            .unwrap_or_default();
+        if let Some(m) = &self.media {
+            m.remove_participant(pid);
+        }
         if self.record.mode == RoomMode::Mcu
             && let Some(media) = &self.media
         {
@@ -2007,9 +2005,6 @@ impl Room {
         }
         self.publish_snapshot();
         self.update_audio_forwarding();
-        for sub in affected {
-            self.renegotiate(&sub).await;
-        }
     }
 
     /// The viewer token of this room's broadcasts (private rooms only;

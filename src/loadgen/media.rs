@@ -79,6 +79,8 @@ pub struct PeerStats {
     pub errors: Vec<String>,
     /// Subscribe offers received.
     pub subscribe_offers: u64,
+    /// M-lines in the latest subscribe offer.
+    pub subscribe_mlines: usize,
     /// The socket closed.
     pub disconnected: bool,
     /// ICE candidates the server sent (first 64).
@@ -380,7 +382,11 @@ impl PeerMedia {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(tracks);
-        lock(&self.stats).subscribe_offers += 1;
+        {
+            let mut stats = lock(&self.stats);
+            stats.subscribe_offers += 1;
+            stats.subscribe_mlines = sdp.lines().filter(|l| l.starts_with("m=")).count();
+        }
         let desc = sdp_ops::parse_description(WebRTCSDPType::Offer, sdp)?;
         sdp_ops::set_remote(&self.subscribe, &desc).await?;
         sdp_ops::create_and_set_local(&self.subscribe, "answer").await

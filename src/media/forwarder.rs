@@ -16,6 +16,16 @@
 //!
 //! The gate also counts what passes (bytes and packets out, per kind, for
 //! `/metrics`): two relaxed atomic adds per packet, nothing more.
+//!
+//! When a track ends, its m-line is *parked*, not taken down: the tee lets
+//! go, the send-only sink pad and its transceiver stay, and the next track
+//! of the same kind and codec forwarded to that subscriber takes the line
+//! over ([`Forwarder::recycle`]; the next offer carries the new SSRC). A
+//! subscriber then has as many m-lines as tracks it ever received at once,
+//! not as many as were ever published: webrtcbin 1.22 can neither stop a
+//! transceiver nor turn an inactive one back on, and keeps every
+//! transceiver (with its FEC/RED encoder bin) until the connection ends,
+//! so a call with people coming and going grew without bound.
 
 use super::MediaError;
 use super::rtp::TrackKind;
@@ -101,6 +111,18 @@ pub struct Forwarder {
     pub transceiver: WebRTCRTPTransceiver,
     /// Where the packets that pass are counted.
     sent: &'static Flow,
+    /// Media kind and codec of the m-line (a parked line takes only these).
+    format: (TrackKind, String),
+}
+
+/// Kind and codec (`encoding-name`) of RTP caps.
+fn format_of(caps: &gst::Caps) -> (TrackKind, String) {
+    let codec = caps
+        .structure(0)
+        .and_then(|s| s.get::<&str>("encoding-name").ok())
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    (kind_of(caps), codec)
 }
 
 /// Audio or video, from the `media` field of RTP caps (video when absent).
@@ -151,7 +173,34 @@ impl Forwarder {
             caps: pt.map(|_| caps.clone()),
             transceiver,
             sent: stats::sent(kind_of(caps)),
+            format: format_of(caps),
         })
+    }
+
+    /// Whether this (parked) m-line can carry a track with `caps`: same
+    /// kind and codec, so the negotiated format stays valid.
+    pub fn can_carry(&self, caps: &gst::Caps) -> bool {
+        self.format == format_of(caps)
+    }
+
+    /// Gives a parked m-line to another track, fed later from `tee` (as
+    /// with a new one, media flows after [`Forwarder::connect`]). The new
+    /// caps go into the m-line at once, so the next offer already
+    /// announces the new SSRC; on failure the line stays parked.
+    pub fn recycle(&mut self, tee: &gst::Element, caps: &gst::Caps) -> Result<(), MediaError> {
+        debug_assert!(self.tee_pad.is_none(), "recycling a line in use");
+        // The pad accepts only caps that match the codec preferences.
+        let before = self.transceiver.codec_preferences();
+        self.transceiver.set_codec_preferences(Some(caps));
+        if !self.sink_pad.send_event(gst::event::Caps::new(caps)) {
+            self.transceiver.set_codec_preferences(before.as_ref());
+            return Err(MediaError::Pipeline(
+                "the parked m-line refused the new caps".into(),
+            ));
+        }
+        self.tee = tee.clone();
+        self.paused.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Whether media flows into the m-line (it was negotiated and linked).
@@ -257,7 +306,9 @@ impl Forwarder {
     }
 
     /// Stops feeding the m-line: the tee lets go of the branch. Must happen
-    /// before the subscriber's webrtcbin is taken down.
+    /// before the subscriber's webrtcbin is taken down, or before the line
+    /// is parked for [`Forwarder::recycle`] (nothing else is needed: the
+    /// line stays send-only and silent until another track takes it).
     pub fn detach(&mut self) {
         if let Some(pad) = self.tee_pad.take() {
             self.tee.release_request_pad(&pad);

@@ -149,6 +149,9 @@ struct Peer {
     subscribe: Option<gst::Element>,
     /// Tracks forwarded into `subscribe`.
     forwarders: HashMap<TrackId, Forwarder>,
+    /// M-lines of `subscribe` whose track ended, kept for the next track of
+    /// the same kind and codec ([`Forwarder::recycle`]).
+    parked: Vec<Forwarder>,
     /// Negotiated id of the audio-level header extension (0: none).
     audio_level_id: Arc<AtomicU8>,
     /// Loss reported by both webrtcbins' stats, for `/metrics`.
@@ -463,7 +466,25 @@ impl RoomMedia {
             }
         };
         let bin = self.bin(subscriber, PcKind::Subscribe)?;
-        let fwd = Forwarder::prepare(&tee, &bin, &caps)?;
+        // A parked m-line of the same format first; a new one otherwise.
+        let parked = {
+            let mut state = self.inner.lock();
+            state.peers.get_mut(subscriber).and_then(|p| {
+                let i = p.parked.iter().position(|f| f.can_carry(&caps))?;
+                Some(p.parked.swap_remove(i))
+            })
+        };
+        let fwd = match parked {
+            Some(mut f) => match f.recycle(&tee, &caps) {
+                Ok(()) => f,
+                Err(e) => {
+                    tracing::warn!(room = %self.inner.room, participant = %subscriber, "{e}");
+                    f.remove(&bin);
+                    Forwarder::prepare(&tee, &bin, &caps)?
+                }
+            },
+            None => Forwarder::prepare(&tee, &bin, &caps)?,
+        };
         let mut state = self.inner.lock();
         match state.peers.get_mut(subscriber) {
             Some(peer) => {
@@ -477,18 +498,27 @@ impl RoomMedia {
         Ok(())
     }
 
-    /// Stops forwarding `track` to `subscriber` (its m-line goes inactive at
-    /// the next negotiation).
+    /// Stops forwarding `track` to `subscriber`; its m-line is parked for
+    /// the next track of the same format.
     pub fn unsubscribe(&self, subscriber: &ParticipantId, track: &TrackId) {
         let found = {
             let mut state = self.inner.lock();
-            state.peers.get_mut(subscriber).and_then(|p| {
-                let f = p.forwarders.remove(track)?;
-                Some((f, p.subscribe.clone()?))
-            })
+            state
+                .peers
+                .get_mut(subscriber)
+                .and_then(|p| p.forwarders.remove(track))
         };
-        if let Some((fwd, bin)) = found {
-            fwd.remove(&bin);
+        if let Some(fwd) = found {
+            self.park(subscriber, fwd);
+        }
+    }
+
+    /// Detaches `fwd` from its tee and keeps its m-line for reuse (dropped
+    /// when the subscriber is gone: its connection goes with it).
+    fn park(&self, subscriber: &ParticipantId, mut fwd: Forwarder) {
+        fwd.detach();
+        if let Some(p) = self.inner.lock().peers.get_mut(subscriber) {
+            p.parked.push(fwd);
         }
     }
 
@@ -631,10 +661,10 @@ impl RoomMedia {
             .unwrap_or_default()
     }
 
-    /// Removes a participant's connections and tracks. Returns the other
-    /// participants whose subscribe connection lost m-lines (they need a
-    /// new offer).
-    pub fn remove_participant(&self, pid: &ParticipantId) -> Vec<ParticipantId> {
+    /// Removes a participant's connections and tracks. The m-lines that
+    /// carried its tracks to the others are parked, not renegotiated: they
+    /// fall silent, and the next offer that needs one recycles it.
+    pub fn remove_participant(&self, pid: &ParticipantId) {
         let inner = &self.inner;
         let (peer, owned) = {
             let mut state = inner.lock();
@@ -674,7 +704,6 @@ impl RoomMedia {
             }
         }
         // This participant's tracks, forwarded to others.
-        let mut affected = Vec::new();
         for (tid, track) in owned {
             {
                 let mut state = inner.lock();
@@ -688,27 +717,20 @@ impl RoomMedia {
                     teardown.extend(m.remove_input(&tid));
                 }
             }
-            let branches: Vec<(ParticipantId, Forwarder, gst::Element)> = {
+            let branches: Vec<(ParticipantId, Forwarder)> = {
                 let mut state = inner.lock();
                 state
                     .peers
                     .iter_mut()
-                    .filter_map(|(sub, p)| {
-                        let f = p.forwarders.remove(&tid)?;
-                        Some((sub.clone(), f, p.subscribe.clone()?))
-                    })
+                    .filter_map(|(sub, p)| Some((sub.clone(), p.forwarders.remove(&tid)?)))
                     .collect()
             };
-            for (sub, f, bin) in branches {
-                f.remove(&bin);
-                if !affected.contains(&sub) {
-                    affected.push(sub);
-                }
+            for (sub, f) in branches {
+                self.park(&sub, f);
             }
             teardown.push(track.tee);
         }
         inner.remove_elements_later(teardown);
-        affected
     }
 
     /// MCU: the composite video and `pid`'s mix of everyone else's audio,

@@ -250,6 +250,38 @@ async function twoBrowsersSeeAndHearEachOther(server, browser) {
   await bob.context().close();
 }
 
+// Frames the <video> of `pid`'s tile has presented.
+async function tileFrames(page, pid) {
+  return page.evaluate((id) => {
+    const v = document.querySelector(`[data-testid=tile][data-participant-id="${id}"] video`);
+    return v && v.videoWidth > 0 ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
+  }, pid);
+}
+
+// People come and go: each newcomer's picture plays in its own tile on a
+// page that stays, over m-lines the server recycles (the page's subscribe
+// connection never holds more than one audio and one video transceiver).
+async function peopleComeAndGo(server, browser) {
+  const { body: room } = await server.api('POST', '/api/v1/rooms', { name: 'Drop-in' });
+  const ada = await openPage(browser, room.invite_url, 'ada');
+  await joinAs(ada, 'Ada');
+  for (const name of ['Bob', 'Cy', 'Di']) {
+    const page = await openPage(browser, room.invite_url, name.toLowerCase());
+    const id = await joinAs(page, name);
+    await waitFor(`${name}'s tile`, 10000, async () => JSON.stringify(await tileIds(ada)) === JSON.stringify([id]));
+    const audio = (await inbound(ada)).audioPackets;
+    const first = await waitFor(`${name}'s picture to play`, 20000, async () => (await tileFrames(ada, id)) || null);
+    await waitFor(`${name}'s picture to keep playing`, 10000, async () => (await tileFrames(ada, id)) > first + 10);
+    await waitFor(`${name}'s voice`, 10000, async () => (await inbound(ada)).audioPackets > audio + 50);
+    const lines = await ada.evaluate(() => window.roomcast.sub.getTransceivers().map((t) => t.receiver.track.kind).sort().join());
+    assert(lines === 'audio,video', `ada's subscribe transceivers with ${name}: ${lines}`);
+    await page.getByTestId('leave').click();
+    await waitFor(`${name}'s tile to go`, 5000, async () => (await tileIds(ada)).length === 0);
+    await page.context().close();
+  }
+  await ada.context().close();
+}
+
 async function stateWithin(page, wanted, ms, what) {
   const t0 = Date.now();
   await waitFor(what || `room-state ${wanted}`, ms, async () => (await roomState(page)) === wanted, 50);
@@ -579,7 +611,7 @@ async function networkOutage() {
   }
 }
 
-const TESTS = { twoBrowsersSeeAndHearEachOther, networkOutage, hostControls, lobby, listedRooms, recordFromTheBrowser, mcuRoom, watchBroadcast };
+const TESTS = { twoBrowsersSeeAndHearEachOther, peopleComeAndGo, networkOutage, hostControls, lobby, listedRooms, recordFromTheBrowser, mcuRoom, watchBroadcast };
 
 async function main() {
   const server = new Server();

@@ -135,6 +135,11 @@ export class Tiles {
   addTrack(participantId, track) {
     const tile = this.tiles.get(participantId);
     if (!tile) return;
+    // The server recycles the m-line of someone who left for the next
+    // person: the same receiver track may arrive for another participant.
+    for (const [id, other] of this.tiles) {
+      if (id !== participantId && other.stream.getTracks().includes(track)) other.stream.removeTrack(track);
+    }
     for (const old of tile.stream.getTracks()) {
       if (old.kind === track.kind) tile.stream.removeTrack(old);
     }
