@@ -98,7 +98,9 @@ fn pass(
 /// One branch of a track's `tee`.
 #[derive(Debug)]
 pub struct Forwarder {
-    tee: gst::Element,
+    /// The track's tee (`None` while parked: a parked line keeps no ended
+    /// track's elements alive).
+    tee: Option<gst::Element>,
     sink_pad: gst::Pad,
     tee_pad: Option<gst::Pad>,
     paused: Arc<AtomicBool>,
@@ -113,6 +115,10 @@ pub struct Forwarder {
     sent: &'static Flow,
     /// Media kind and codec of the m-line (a parked line takes only these).
     format: (TrackKind, String),
+    /// Recycled, and no offer has announced the new track yet: an answer to
+    /// an earlier offer must not start the flow (unlike a new m-line, a
+    /// recycled one is negotiated already, so webrtcbin would not hold it).
+    unannounced: bool,
 }
 
 /// Kind and codec (`encoding-name`) of RTP caps.
@@ -165,7 +171,7 @@ impl Forwarder {
         // preferences while the pad is not linked yet.
         transceiver.set_codec_preferences(Some(caps));
         Ok(Self {
-            tee: tee.clone(),
+            tee: Some(tee.clone()),
             sink_pad,
             tee_pad: None,
             paused: Arc::new(AtomicBool::new(false)),
@@ -174,6 +180,7 @@ impl Forwarder {
             transceiver,
             sent: stats::sent(kind_of(caps)),
             format: format_of(caps),
+            unannounced: false,
         })
     }
 
@@ -188,7 +195,17 @@ impl Forwarder {
     /// caps go into the m-line at once, so the next offer already
     /// announces the new SSRC; on failure the line stays parked.
     pub fn recycle(&mut self, tee: &gst::Element, caps: &gst::Caps) -> Result<(), MediaError> {
-        debug_assert!(self.tee_pad.is_none(), "recycling a line in use");
+        debug_assert!(self.tee.is_none(), "recycling a line in use");
+        // A line whose first track went before it ever flowed has seen no
+        // stream-start yet, and caps must not come first.
+        if self
+            .sink_pad
+            .sticky_event::<gst::event::StreamStart>(0)
+            .is_none()
+        {
+            let id = format!("roomcast-{}", self.sink_pad.name());
+            self.sink_pad.send_event(gst::event::StreamStart::new(&id));
+        }
         // The pad accepts only caps that match the codec preferences.
         let before = self.transceiver.codec_preferences();
         self.transceiver.set_codec_preferences(Some(caps));
@@ -198,9 +215,20 @@ impl Forwarder {
                 "the parked m-line refused the new caps".into(),
             ));
         }
-        self.tee = tee.clone();
+        self.tee = Some(tee.clone());
         self.paused.store(false, Ordering::Relaxed);
+        self.unannounced = true;
         Ok(())
+    }
+
+    /// An offer carried the m-line with its current track.
+    pub fn announced(&mut self) {
+        self.unannounced = false;
+    }
+
+    /// Whether the answer to the latest offer may start the flow.
+    pub fn can_connect(&self) -> bool {
+        !self.unannounced
     }
 
     /// Whether media flows into the m-line (it was negotiated and linked).
@@ -213,8 +241,11 @@ impl Forwarder {
         if self.tee_pad.is_some() {
             return Ok(());
         }
-        let tee_pad = self
+        let tee = self
             .tee
+            .clone()
+            .ok_or_else(|| MediaError::Pipeline("a parked m-line has no track".into()))?;
+        let tee_pad = tee
             .request_pad_simple("src_%u")
             .ok_or_else(|| MediaError::Pipeline("tee refused a src pad".into()))?;
         let paused = self.paused.clone();
@@ -286,7 +317,7 @@ impl Forwarder {
             });
         }
         if let Err(e) = tee_pad.link(&self.sink_pad) {
-            self.tee.release_request_pad(&tee_pad);
+            tee.release_request_pad(&tee_pad);
             return Err(MediaError::Pipeline(format!(
                 "link tee to webrtcbin: {e:?}"
             )));
@@ -306,13 +337,19 @@ impl Forwarder {
     }
 
     /// Stops feeding the m-line: the tee lets go of the branch. Must happen
-    /// before the subscriber's webrtcbin is taken down, or before the line
-    /// is parked for [`Forwarder::recycle`] (nothing else is needed: the
-    /// line stays send-only and silent until another track takes it).
+    /// before the subscriber's webrtcbin is taken down.
     pub fn detach(&mut self) {
-        if let Some(pad) = self.tee_pad.take() {
-            self.tee.release_request_pad(&pad);
+        if let (Some(pad), Some(tee)) = (self.tee_pad.take(), &self.tee) {
+            tee.release_request_pad(&pad);
         }
+    }
+
+    /// Detaches the line from its ended track and keeps it for
+    /// [`Forwarder::recycle`]; nothing else is needed: the line stays
+    /// send-only and silent until another track takes it.
+    pub fn park(&mut self) {
+        self.detach();
+        self.tee = None;
     }
 
     /// Takes the branch down without touching the rest of the room: the tee

@@ -516,7 +516,7 @@ impl RoomMedia {
     /// Detaches `fwd` from its tee and keeps its m-line for reuse (dropped
     /// when the subscriber is gone: its connection goes with it).
     fn park(&self, subscriber: &ParticipantId, mut fwd: Forwarder) {
-        fwd.detach();
+        fwd.park();
         if let Some(p) = self.inner.lock().peers.get_mut(subscriber) {
             p.parked.push(fwd);
         }
@@ -569,8 +569,9 @@ impl RoomMedia {
         let sdp = peer::create_and_set_local(&bin, "offer").await?;
         // webrtcbin 1.22 assigns a transceiver's `mid` only once negotiation
         // completes, so map m-lines to tracks through the SSRC each carries.
-        let state = self.inner.lock();
-        let peer = state.peers.get(pid).ok_or(MediaError::NoPeer)?;
+        let mut guard = self.inner.lock();
+        let state = &mut *guard;
+        let peer = state.peers.get_mut(pid).ok_or(MediaError::NoPeer)?;
         let by_ssrc: HashMap<u32, TrackId> = peer
             .forwarders
             .keys()
@@ -584,11 +585,16 @@ impl RoomMedia {
                 Some((ssrc, tid.clone()))
             })
             .collect();
-        let tracks = sdp::media_sections(&sdp)
+        let tracks: Vec<(String, TrackId)> = sdp::media_sections(&sdp)
             .into_iter()
             .filter(|m| !m.inactive)
             .filter_map(|m| Some((m.mid?, by_ssrc.get(&m.ssrc?)?.clone())))
             .collect();
+        for (_, tid) in &tracks {
+            if let Some(f) = peer.forwarders.get_mut(tid) {
+                f.announced();
+            }
+        }
         Ok(Some(SubscribeOffer { sdp, tracks }))
     }
 
@@ -609,7 +615,7 @@ impl RoomMedia {
         let mut state = self.inner.lock();
         let peer = state.peers.get_mut(pid).ok_or(MediaError::NoPeer)?;
         for (tid, f) in peer.forwarders.iter_mut() {
-            if f.is_connected() {
+            if f.is_connected() || !f.can_connect() {
                 continue;
             }
             match f.connect() {
