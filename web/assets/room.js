@@ -174,7 +174,9 @@ function subscriber(iceServers) {
 function onSubscribeOffer(msg) {
   // Offers are applied strictly in order.
   state.subQueue = state.subQueue.then(async () => {
-    for (const t of msg.tracks) state.mids.set(t.mid, t.participant_id);
+    // Each offer lists every line that carries someone: a line left out
+    // is parked (its publisher left) and may come back for someone else.
+    state.mids = new Map(msg.tracks.map((t) => [t.mid, t.participant_id]));
     const pc = subscriber(state.iceServers);
     await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
     for (const c of state.pendingSubIce.splice(0)) await pc.addIceCandidate(c).catch(() => {});
