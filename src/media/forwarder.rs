@@ -352,10 +352,12 @@ impl Forwarder {
         self.tee = None;
     }
 
-    /// Takes the branch down without touching the rest of the room: the tee
-    /// lets go first, then the m-line becomes inactive (webrtcbin 1.22 cannot
-    /// stop or reuse a transceiver) and its pad is released. No EOS goes
-    /// into webrtcbin: with BUNDLE it would end every stream of the session.
+    /// Takes the branch down for good (a parked line that refused a new
+    /// track, a subscriber gone meanwhile; otherwise lines are parked): the
+    /// tee lets go first, then the m-line becomes inactive (webrtcbin 1.22
+    /// can neither stop a transceiver nor activate it again) and its pad is
+    /// released. No EOS goes into webrtcbin: with BUNDLE it would end every
+    /// stream of the session.
     pub fn remove(mut self, subscriber: &gst::Element) {
         self.detach();
         self.transceiver
