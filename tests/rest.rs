@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Server, wait_for};
+use common::{ADMIN_TOKEN, Server, fetch, wait_for};
 use roomcast::loadgen::peer::{PeerConfig, TestPeer};
 use serde_json::Value;
 use std::time::Duration;
@@ -403,13 +403,32 @@ async fn joins_are_refused_as_the_contract_says() {
     let err = join_error(&tampered).await;
     assert!(err.contains("unauthorized"), "{err}");
 
-    // Close: everyone is told (the contract: within 2 s), links stop
-    // working. The deadline is wider than the contract's because a test
-    // peer reads its socket only between messages, and the guest's join
-    // just sent the host an offer that its webrtcbin may still be answering
-    // on a loaded machine (a fresh-clone CI run saw > 2 s once).
+    // Close: everyone is disconnected within 2 s (the contract; the
+    // server's own count of open signaling sockets), links stop working.
+    // The peers' own view gets a wider deadline: a test peer reads its
+    // socket only between messages, and the guest's join just sent the
+    // host an offer that its webrtcbin may still be answering on a loaded
+    // machine (a fresh-clone CI run saw > 2 s once).
+    let sockets = |n: usize| {
+        let line = format!("roomcast_signaling_sockets {n}");
+        fetch("GET", &s.url("/metrics"), &[], None)
+            .text()
+            .lines()
+            .any(|l| l == line)
+            .then_some(())
+    };
+    wait_for("both sockets counted", Duration::from_secs(2), || {
+        sockets(2)
+    })
+    .await;
     let (st, _) = s.admin("DELETE", &format!("/api/v1/rooms/{id}"), None);
     assert_eq!(st, 204);
+    wait_for(
+        "the server to close both sockets",
+        Duration::from_secs(2),
+        || sockets(0),
+    )
+    .await;
     wait_for("room_closed at both", Duration::from_secs(5), || {
         let closed = |p: &TestPeer| {
             p.stats().errors.contains(&"room_closed".to_string()) && p.stats().disconnected

@@ -50,12 +50,17 @@ pub fn routes(app: Arc<App>) -> Route {
     let metrics = route0(&ep::METRICS)
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| {
-            warp::reply::with_header(
-                app.control.metrics(),
-                "content-type",
-                "text/plain; version=0.0.4",
-            )
-            .into_response()
+            let mut text = app.control.metrics();
+            let mut edge = crate::metrics::Exposition::new();
+            edge.single(
+                "roomcast_signaling_sockets",
+                crate::metrics::Kind::Gauge,
+                "Open signaling WebSockets past the join (participants and lobby).",
+                super::ws::open_sockets(),
+            );
+            text.push_str(&edge.finish());
+            warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
+                .into_response()
         });
 
     let system = route0(&ep::SYSTEM)

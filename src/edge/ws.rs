@@ -12,6 +12,7 @@ use crate::control::room::Command;
 use crate::signaling::{ClientMessage, MAX_MESSAGE_BYTES, ServerMessage, parse_client_message};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -163,12 +164,37 @@ async fn handle(mut socket: WebSocket, app: Arc<App>) {
     relay(socket, joined, out_rx).instrument(span).await;
 }
 
+/// Signaling sockets of joined participants that are open now.
+static OPEN_SOCKETS: AtomicUsize = AtomicUsize::new(0);
+
+/// Signaling sockets of joined participants open now (`/metrics`).
+pub fn open_sockets() -> usize {
+    OPEN_SOCKETS.load(Ordering::Relaxed)
+}
+
+/// Counts one open socket for as long as it lives.
+struct OpenSocket;
+
+impl OpenSocket {
+    fn new() -> Self {
+        OPEN_SOCKETS.fetch_add(1, Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        OPEN_SOCKETS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Relays frames until either side is done.
 async fn relay(
     socket: WebSocket,
     joined: crate::control::Joined,
     mut out_rx: mpsc::Receiver<ServerMessage>,
 ) {
+    let _open = OpenSocket::new();
     let (room, pid, conn) = (joined.room, joined.participant, joined.connection);
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval(PING_EVERY);
