@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, wait_for};
+use common::{Server, fetch, wait_for};
 use roomcast::loadgen::peer::{PeerConfig, TestPeer};
 use roomcast::signaling::ClientMessage;
 use serde_json::Value;
@@ -331,8 +331,24 @@ async fn host_rotates_and_closes_over_the_signaling() {
             .is_ok()
     );
 
+    // Everyone out within 2 s (the contract), as the server counts its
+    // signaling sockets; the guest's own view gets longer: a test peer
+    // reads its socket only between messages, and the new host's join just
+    // sent it an offer its webrtcbin may still be answering.
     host.send(ClientMessage::CloseRoom);
-    wait_for("everyone out", Duration::from_secs(2), || {
+    wait_for(
+        "the server to close every socket",
+        Duration::from_secs(2),
+        || {
+            fetch("GET", &s.url("/metrics"), &[], None)
+                .text()
+                .lines()
+                .any(|l| l == "roomcast_signaling_sockets 0")
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for("everyone out", Duration::from_secs(5), || {
         (guest.stats().disconnected && guest.stats().errors.contains(&"room_closed".to_string()))
             .then_some(())
     })
