@@ -61,17 +61,8 @@ impl Continuity {
     }
 }
 
-/// Applies the gate to one packet: `false` drops it. `pt`: the payload
-/// type the subscriber negotiated, when it differs from the source's.
-fn pass(
-    buffer: &mut gst::Buffer,
-    paused: &AtomicBool,
-    continuity: &Mutex<Continuity>,
-    pt: Option<u8>,
-) -> bool {
-    if let Some(pt) = pt {
-        super::rtp::normalise_buffer(buffer, pt);
-    }
+/// Applies the gate to one packet: `false` drops it.
+fn pass(buffer: &mut gst::Buffer, paused: &AtomicBool, continuity: &Mutex<Continuity>) -> bool {
     let mut c = continuity.lock().unwrap_or_else(|p| p.into_inner());
     if paused.load(Ordering::Relaxed) {
         c.gap = true;
@@ -104,11 +95,6 @@ pub struct Forwarder {
     sink_pad: gst::Pad,
     tee_pad: Option<gst::Pad>,
     paused: Arc<AtomicBool>,
-    /// Payload type to relabel packets with (WHEP viewers choose theirs).
-    pt: Option<u8>,
-    /// Caps to announce instead of the source's (WHEP: the viewer's own
-    /// format line, whatever profile-level-id the source carries).
-    caps: Option<gst::Caps>,
     /// The subscriber-side transceiver (its `mid` maps the m-line to the track).
     pub transceiver: WebRTCRTPTransceiver,
     /// Where the packets that pass are counted.
@@ -146,24 +132,11 @@ impl Forwarder {
         subscriber: &gst::Element,
         caps: &gst::Caps,
     ) -> Result<Self, MediaError> {
-        Self::send_only(tee, subscriber, None, caps, None)
-    }
-
-    /// A send-only sink pad of `subscriber` (named `name`, or a new m-line)
-    /// for `caps`, fed later from `tee`; `pt`: relabel to that payload type
-    /// and announce `caps` whatever the source's are.
-    fn send_only(
-        tee: &gst::Element,
-        subscriber: &gst::Element,
-        name: Option<&str>,
-        caps: &gst::Caps,
-        pt: Option<u8>,
-    ) -> Result<Self, MediaError> {
         let templ = subscriber
             .pad_template("sink_%u")
             .ok_or_else(|| MediaError::Pipeline("webrtcbin has no sink_%u template".into()))?;
         let sink_pad = subscriber
-            .request_pad(&templ, name, Some(caps))
+            .request_pad(&templ, None, Some(caps))
             .ok_or_else(|| MediaError::Pipeline("webrtcbin refused a sink pad".into()))?;
         let transceiver = sink_pad.property::<WebRTCRTPTransceiver>("transceiver");
         transceiver.set_direction(WebRTCRTPTransceiverDirection::Sendonly);
@@ -175,8 +148,6 @@ impl Forwarder {
             sink_pad,
             tee_pad: None,
             paused: Arc::new(AtomicBool::new(false)),
-            pt,
-            caps: pt.map(|_| caps.clone()),
             transceiver,
             sent: stats::sent(kind_of(caps)),
             format: format_of(caps),
@@ -249,14 +220,13 @@ impl Forwarder {
             .request_pad_simple("src_%u")
             .ok_or_else(|| MediaError::Pipeline("tee refused a src pad".into()))?;
         let paused = self.paused.clone();
-        let pt = self.pt;
         let continuity = Arc::new(Mutex::new(Continuity::default()));
         let sent = self.sent;
         tee_pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
             move |_, info| match &mut info.data {
                 Some(gst::PadProbeData::Buffer(buffer)) => {
-                    if pass(buffer, &paused, &continuity, pt) {
+                    if pass(buffer, &paused, &continuity) {
                         sent.count(buffer.size());
                         gst::PadProbeReturn::Ok
                     } else {
@@ -266,7 +236,7 @@ impl Forwarder {
                 Some(gst::PadProbeData::BufferList(list)) => {
                     let list = list.make_mut();
                     list.foreach_mut(|mut b, _| {
-                        if pass(&mut b, &paused, &continuity, pt) {
+                        if pass(&mut b, &paused, &continuity) {
                             sent.count(b.size());
                             std::ops::ControlFlow::Continue(Some(b))
                         } else {
@@ -282,40 +252,6 @@ impl Forwarder {
                 _ => gst::PadProbeReturn::Ok,
             },
         );
-        if let Some(caps) = self.caps.clone() {
-            // The negotiated m-line is what this subscriber gets, so a
-            // difference in format parameters (an H.264 profile) can never
-            // fail negotiation and stop the tee for everyone.
-            tee_pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-                if let Some(gst::PadProbeData::Event(ev)) = &info.data
-                    && ev.type_() == gst::EventType::Caps
-                {
-                    info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&caps)));
-                }
-                gst::PadProbeReturn::Ok
-            });
-            // Nor may the subscriber's caps restrict what the source
-            // negotiates (a payloader renegotiating after this link would
-            // see the subscriber's payload type and fail): this branch
-            // takes whatever comes and says so itself.
-            tee_pad.add_probe(gst::PadProbeType::QUERY_DOWNSTREAM, |_, info| {
-                let Some(gst::PadProbeData::Query(q)) = &mut info.data else {
-                    return gst::PadProbeReturn::Ok;
-                };
-                match q.view_mut() {
-                    gst::QueryViewMut::Caps(c) => {
-                        let any = c.filter_owned().unwrap_or_else(gst::Caps::new_any);
-                        c.set_result(&any);
-                        gst::PadProbeReturn::Handled
-                    }
-                    gst::QueryViewMut::AcceptCaps(a) => {
-                        a.set_result(true);
-                        gst::PadProbeReturn::Handled
-                    }
-                    _ => gst::PadProbeReturn::Ok,
-                }
-            });
-        }
         if let Err(e) = tee_pad.link(&self.sink_pad) {
             tee.release_request_pad(&tee_pad);
             return Err(MediaError::Pipeline(format!(
