@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, fetch, wait_for};
+use common::{Server, wait_for};
 use roomcast::loadgen::peer::{PeerConfig, TestPeer};
 use roomcast::signaling::ClientMessage;
 use serde_json::Value;
@@ -339,13 +339,7 @@ async fn host_rotates_and_closes_over_the_signaling() {
     wait_for(
         "the server to close every socket",
         Duration::from_secs(2),
-        || {
-            fetch("GET", &s.url("/metrics"), &[], None)
-                .text()
-                .lines()
-                .any(|l| l == "roomcast_signaling_sockets 0")
-                .then_some(())
-        },
+        || s.signaling_sockets_are(0).then_some(()),
     )
     .await;
     wait_for("everyone out", Duration::from_secs(5), || {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Server, fetch, wait_for};
+use common::{ADMIN_TOKEN, Server, wait_for};
 use roomcast::loadgen::peer::{PeerConfig, TestPeer};
 use serde_json::Value;
 use std::time::Duration;
@@ -409,16 +409,8 @@ async fn joins_are_refused_as_the_contract_says() {
     // socket only between messages, and the guest's join just sent the
     // host an offer that its webrtcbin may still be answering on a loaded
     // machine (a fresh-clone CI run saw > 2 s once).
-    let sockets = |n: usize| {
-        let line = format!("roomcast_signaling_sockets {n}");
-        fetch("GET", &s.url("/metrics"), &[], None)
-            .text()
-            .lines()
-            .any(|l| l == line)
-            .then_some(())
-    };
     wait_for("both sockets counted", Duration::from_secs(2), || {
-        sockets(2)
+        s.signaling_sockets_are(2).then_some(())
     })
     .await;
     let (st, _) = s.admin("DELETE", &format!("/api/v1/rooms/{id}"), None);
@@ -426,7 +418,7 @@ async fn joins_are_refused_as_the_contract_says() {
     wait_for(
         "the server to close both sockets",
         Duration::from_secs(2),
-        || sockets(0),
+        || s.signaling_sockets_are(0).then_some(()),
     )
     .await;
     wait_for("room_closed at both", Duration::from_secs(5), || {

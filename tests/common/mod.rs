@@ -226,6 +226,17 @@ impl Server {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        fetch("GET", &self.url("/metrics"), &[], None).text()
+    }
+
+    /// Whether `/metrics` says `roomcast_signaling_sockets n`.
+    pub fn signaling_sockets_are(&self, n: usize) -> bool {
+        let line = format!("roomcast_signaling_sockets {n}");
+        self.metrics().lines().any(|l| l == line)
+    }
+
     pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         self.request(method, path, Some(ADMIN_TOKEN), body)
     }
