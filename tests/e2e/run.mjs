@@ -393,9 +393,18 @@ async function listedRooms(server, browser) {
   const list = visitor.getByTestId('public-rooms');
   await waitFor('the listed room on the home page', 5000, async () => (await list.textContent()).includes('Open house'));
   assert(!(await list.textContent()).includes('Secret meeting'), 'private room not on the home page');
-  // Joining from the list.
+  // Joining from the list. The room page's script is held back a second, as on
+  // a slow link: a name typed into the field before it runs must be kept.
+  await visitor.route('**/assets/room.js', async (route) => {
+    await new Promise((r) => setTimeout(r, 1000));
+    await route.continue();
+  });
   await list.getByRole('link', { name: 'Join' }).first().click();
   await joinAs(visitor, 'Visitor');
+  const roomId = new URL(visitor.url()).pathname.split('/').pop();
+  const { body: people } = await server.api('GET', `/api/v1/rooms/${roomId}/participants`);
+  const inRoom = people.participants.map((p) => p.display_name);
+  assert(inRoom.includes('Visitor'), `the typed name reaches the room: ${inRoom}`);
   for (const p of [home, visitor]) await p.context().close();
 }
 

@@ -76,5 +76,8 @@ document.addEventListener('click', (event) => {
 });
 
 $('create-form').addEventListener('submit', createRoom);
+// Disabled in the page until here: a click before this module ran would
+// submit the form natively, reload the page and lose what was typed.
+document.querySelector('[data-testid=create-room]').disabled = false;
 loadPublicRooms();
 setInterval(loadPublicRooms, 10000);

@@ -407,6 +407,9 @@ if (!token || !roomId) {
   setState('error', 'this link is incomplete');
   showEnded('error', 'This link is incomplete: ask for the invite link again.');
 } else {
-  $('display-name').value = localStorage.getItem('roomcast:name') || '';
+  // The page shows the field before this module runs: never overwrite what
+  // someone already typed there with the name remembered from last time.
+  const nameField = $('display-name');
+  if (!nameField.value) nameField.value = localStorage.getItem('roomcast:name') || '';
   startPreview().then(applyTrackState);
 }
