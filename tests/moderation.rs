@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, wait_for};
+use common::{Server, peer_view, wait_for, wait_for_explained};
 use roomcast::loadgen::peer::{PeerConfig, TestPeer};
 use roomcast::signaling::ClientMessage;
 use serde_json::Value;
@@ -332,9 +332,7 @@ async fn host_rotates_and_closes_over_the_signaling() {
     );
 
     // Everyone out within 2 s (the contract), as the server counts its
-    // signaling sockets; the guest's own view gets longer: a test peer
-    // reads its socket only between messages, and the new host's join just
-    // sent it an offer its webrtcbin may still be answering.
+    // signaling sockets and as the guest sees it.
     host.send(ClientMessage::CloseRoom);
     wait_for(
         "the server to close every socket",
@@ -342,10 +340,16 @@ async fn host_rotates_and_closes_over_the_signaling() {
         || s.signaling_sockets_are(0).then_some(()),
     )
     .await;
-    wait_for("everyone out", Duration::from_secs(5), || {
-        (guest.stats().disconnected && guest.stats().errors.contains(&"room_closed".to_string()))
+    wait_for_explained(
+        "everyone out",
+        Duration::from_secs(2),
+        || {
+            (guest.stats().disconnected
+                && guest.stats().errors.contains(&"room_closed".to_string()))
             .then_some(())
-    })
+        },
+        || peer_view(&guest),
+    )
     .await;
     assert_eq!(s.admin("GET", &format!("/api/v1/rooms/{id}"), None).0, 404);
 }

@@ -90,6 +90,7 @@ pub struct TestPeer {
     media: Arc<PeerMedia>,
     out: mpsc::UnboundedSender<Out>,
     task: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<()>,
     /// Our participant id.
     pub id: ParticipantId,
     /// When the server said `joined` (stream times count from here).
@@ -99,6 +100,7 @@ pub struct TestPeer {
 impl Drop for TestPeer {
     fn drop(&mut self) {
         self.task.abort();
+        self.reader.abort();
     }
 }
 
@@ -199,6 +201,30 @@ impl TestPeer {
         if let Some(offer) = media.publish_offer().await? {
             let _ = out_tx.send(Out::Msg(ClientMessage::PublishOffer { sdp: offer }));
         }
+        // The socket is read by its own task, so room state and the end of
+        // the socket are seen at once, as a browser sees them, even while a
+        // subscribe offer is being answered. What needs the media (answers,
+        // offers, candidates) goes, in order, to the task that owns it.
+        let (media_tx, mut media_rx) = mpsc::unbounded_channel::<ServerMessage>();
+        let reader_stats = media.stats.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(frame) = ws_rx.next().await {
+                let text = match frame {
+                    Ok(Message::Text(t)) => t,
+                    Ok(_) => continue,
+                    Err(_) => break,
+                };
+                let Ok(msg) = serde_json::from_str::<ServerMessage>(&text) else {
+                    continue;
+                };
+                if let Some(msg) = note_state(msg, &reader_stats)
+                    && media_tx.send(msg).is_err()
+                {
+                    break;
+                }
+            }
+            lock(&reader_stats).disconnected = true;
+        });
         let out = out_tx.clone();
         let task_media = media.clone();
         let task = tokio::spawn(async move {
@@ -223,26 +249,22 @@ impl TestPeer {
                             break;
                         }
                     }
-                    frame = ws_rx.next() => {
-                        let text = match frame {
-                            Some(Ok(Message::Text(t))) => t,
-                            Some(Ok(_)) => continue,
-                            _ => break,
-                        };
-                        let Ok(msg) = serde_json::from_str::<ServerMessage>(&text) else { continue };
-                        if let Err(e) = handle_server_message(msg, &media, &out_tx).await {
+                    msg = media_rx.recv() => {
+                        // None: the socket ended (the reader said so).
+                        let Some(msg) = msg else { break };
+                        if let Err(e) = handle_media_message(msg, &media, &out_tx).await {
                             tracing::warn!("test peer: {e}");
                             lock(&media.stats).errors.push(format!("local: {e}"));
                         }
                     }
                 }
             }
-            lock(&media.stats).disconnected = true;
         });
         Ok(Self {
             media,
             out,
             task,
+            reader,
             id: pid,
             joined_at,
         })
@@ -300,12 +322,12 @@ impl TestPeer {
     }
 }
 
-async fn handle_server_message(
+/// Answers, offers and candidates, in the order the server sent them.
+async fn handle_media_message(
     msg: ServerMessage,
     media: &PeerMedia,
     out: &mpsc::UnboundedSender<Out>,
 ) -> Result<(), MediaError> {
-    let stats = &media.stats;
     match msg {
         ServerMessage::PublishAnswer { sdp } => media.publish_answer(&sdp).await?,
         ServerMessage::SubscribeOffer { sdp, tracks } => {
@@ -320,13 +342,25 @@ async fn handle_server_message(
             sdp_mline_index,
         } => {
             {
-                let mut s = lock(stats);
+                let mut s = lock(&media.stats);
                 if s.server_candidates.len() < 64 {
                     s.server_candidates.push(candidate.clone());
                 }
             }
             media.add_candidate(pc, sdp_mline_index, &candidate);
         }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Notes what a message says about the room; gives back the messages that
+/// need the media.
+fn note_state(msg: ServerMessage, stats: &Shared) -> Option<ServerMessage> {
+    match msg {
+        ServerMessage::PublishAnswer { .. }
+        | ServerMessage::SubscribeOffer { .. }
+        | ServerMessage::Ice { .. } => return Some(msg),
         ServerMessage::Joined {
             participants, room, ..
         } => {
@@ -362,5 +396,5 @@ async fn handle_server_message(
         ServerMessage::RoomClosed => lock(stats).errors.push("room_closed".into()),
         _ => {}
     }
-    Ok(())
+    None
 }

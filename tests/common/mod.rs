@@ -280,6 +280,41 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> O
     }
 }
 
+/// Like [`wait_for`]; a timeout also says what `explain` reports then.
+pub async fn wait_for_explained<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}: {}",
+                explain()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a test peer has seen of its room and its subscribe connection, for
+/// failure messages.
+pub fn peer_view(p: &roomcast::loadgen::peer::TestPeer) -> String {
+    let st = p.stats();
+    format!(
+        "{}: errors {:?}, disconnected {}, subscribe {}",
+        p.id,
+        st.errors,
+        st.disconnected,
+        p.subscribe_state()
+    )
+}
+
 /// Whether `rgb` is close to the 0xRRGGBB colour.
 pub fn color_close(rgb: [u8; 3], color: u32, tolerance: i32) -> bool {
     let want = [(color >> 16) as u8, (color >> 8) as u8, color as u8];
