@@ -249,7 +249,7 @@ async fn metrics_follow_a_call() {
         );
         assert_eq!(n, 0.0, "pipeline errors in {branch}");
     }
-    for level in ["warning", "error"] {
+    for level in ["warning", "expected", "error"] {
         get(
             &first,
             &format!("roomcast_gstreamer_log_messages_total{{level=\"{level}\"}}"),

@@ -1516,27 +1516,33 @@ fn write_media(e: &mut crate::metrics::Exposition) {
             n,
         );
     }
-    let (warnings, errors, suppressed) = crate::media::gst_log::counts();
+    let c = crate::media::gst_log::counts();
     e.family(
         "roomcast_gstreamer_log_messages_total",
         Kind::Counter,
-        "GStreamer log messages at WARNING and ERROR level, by level.",
+        "GStreamer log messages at WARNING and ERROR level, by level \
+         (\"expected\": warnings every normal call produces, logged at debug).",
     )
     .sample(
         "roomcast_gstreamer_log_messages_total",
         &[("level", "warning")],
-        warnings,
+        c.warnings,
+    )
+    .sample(
+        "roomcast_gstreamer_log_messages_total",
+        &[("level", "expected")],
+        c.expected,
     )
     .sample(
         "roomcast_gstreamer_log_messages_total",
         &[("level", "error")],
-        errors,
+        c.errors,
     );
     e.single(
         "roomcast_gstreamer_log_suppressed_total",
         Kind::Counter,
         "GStreamer log messages not written to the log by the rate limit.",
-        suppressed,
+        c.suppressed,
     );
 }
 

@@ -37,6 +37,49 @@ pub const BURST: u32 = 20;
 /// Distinct messages remembered (older ones are forgotten first).
 const MAX_KEYS: usize = 1024;
 
+/// GStreamer WARNINGs that every normal call produces and that say nothing
+/// is wrong: `(category, start of the message, object name prefix or "")`.
+/// They go out at DEBUG instead of WARN (still rate-limited) and are counted
+/// as `expected`, so a WARN line from GStreamer means something.
+const EXPECTED_WARNINGS: &[(&str, &str, &str)] = &[
+    // A publisher's offer has m-lines the server has no transceiver for
+    // yet: webrtcbin makes receive-only ones, which is what a publish
+    // connection is.
+    (
+        "webrtcbin",
+        "did not find compatible transceiver for offer caps",
+        "",
+    ),
+    // webrtcbin 1.22 looks for a FEC decoder before the transceiver of a
+    // just-negotiated receive stream exists; it finds one a moment later.
+    (
+        "webrtcbin",
+        "failed to match fec decoder with transceiver",
+        "",
+    ),
+    // libnice's source pushes before its pad is linked, while ICE starts.
+    ("GST_PADS", "could not send sticky events", "nicesrc"),
+    // A mixer asks for latency before its live inputs know theirs.
+    ("aggregator", "Latency query failed", ""),
+    // The audio resampler rounds a filter length for 48 kHz.
+    ("audio-resampler", "can't find exact taps", ""),
+];
+
+/// Whether a WARNING is one of [`EXPECTED_WARNINGS`].
+pub fn is_expected(category: &str, text: &str, object: Option<&str>) -> bool {
+    EXPECTED_WARNINGS.iter().any(|(c, start, prefix)| {
+        *c == category
+            && text.starts_with(start)
+            && (prefix.is_empty() || object.is_some_and(|o| o.starts_with(prefix)))
+    })
+}
+
+/// Whether some message of `category` could be expected (checked before
+/// anything is formatted, so other categories cost nothing more).
+fn may_be_expected(category: &str) -> bool {
+    EXPECTED_WARNINGS.iter().any(|(c, _, _)| *c == category)
+}
+
 /// What the limiter says of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -148,14 +191,29 @@ static LIMITER: LazyLock<Mutex<LogLimiter>> =
 static WARNINGS: AtomicU64 = AtomicU64::new(0);
 static ERRORS: AtomicU64 = AtomicU64::new(0);
 static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+static EXPECTED: AtomicU64 = AtomicU64::new(0);
 
-/// GStreamer messages seen so far: `(warnings, errors, suppressed)`.
-pub fn counts() -> (u64, u64, u64) {
-    (
-        WARNINGS.load(Ordering::Relaxed),
-        ERRORS.load(Ordering::Relaxed),
-        SUPPRESSED.load(Ordering::Relaxed),
-    )
+/// GStreamer messages seen so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// WARNINGs, less the expected ones.
+    pub warnings: u64,
+    /// WARNINGs of [`EXPECTED_WARNINGS`].
+    pub expected: u64,
+    /// ERRORs.
+    pub errors: u64,
+    /// Held back by the rate limit.
+    pub suppressed: u64,
+}
+
+/// GStreamer messages seen so far.
+pub fn counts() -> Counts {
+    Counts {
+        warnings: WARNINGS.load(Ordering::Relaxed),
+        expected: EXPECTED.load(Ordering::Relaxed),
+        errors: ERRORS.load(Ordering::Relaxed),
+        suppressed: SUPPRESSED.load(Ordering::Relaxed),
+    }
 }
 
 /// Installs the bridge. Call once, after `gst::init` and after the
@@ -190,6 +248,21 @@ pub fn install() {
     });
 }
 
+/// A message's text or object name: formatted already, or only when asked.
+enum Lazy<F> {
+    Later(F),
+    Done(Option<String>),
+}
+
+impl<F: FnOnce() -> Option<String>> Lazy<F> {
+    fn get(self) -> Option<String> {
+        match self {
+            Lazy::Later(f) => f(),
+            Lazy::Done(v) => v,
+        }
+    }
+}
+
 /// Counts, rate-limits, redacts and emits one message. `site` (file and
 /// line of the GStreamer code that logs) identifies the message: the same
 /// message with different numbers in it is still the same message.
@@ -200,6 +273,33 @@ fn forward(
     object: impl FnOnce() -> Option<String>,
     text: impl FnOnce() -> Option<String>,
 ) {
+    // Only messages of the expected list's categories are formatted before
+    // the rate limit says they go out.
+    let (object, text) = if !error && may_be_expected(category) {
+        let (object, text) = (object(), text());
+        if text
+            .as_deref()
+            .is_some_and(|t| is_expected(category, t, object.as_deref()))
+        {
+            EXPECTED.fetch_add(1, Ordering::Relaxed);
+            if tracing::enabled!(target: "gstreamer", tracing::Level::DEBUG) {
+                let object = object.as_deref().map(redact);
+                let text = text.as_deref().map(|t| redact(t.trim_end()));
+                tracing::debug!(
+                    target: "gstreamer",
+                    category,
+                    object = object.as_deref().unwrap_or("-"),
+                    expected = true,
+                    "{}",
+                    text.as_deref().unwrap_or_default()
+                );
+            }
+            return;
+        }
+        (Lazy::Done(object), Lazy::Done(text))
+    } else {
+        (Lazy::Later(object), Lazy::Later(text))
+    };
     if error {
         ERRORS.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -226,11 +326,11 @@ fn forward(
         }
         Verdict::Emit { suppressed } => suppressed,
     };
-    let Some(text) = text() else {
+    let Some(text) = text.get() else {
         return;
     };
     let text = redact(text.trim_end()).into_owned();
-    let object = object().map(|o| redact(&o).into_owned());
+    let object = object.get().map(|o| redact(&o).into_owned());
     let object = object.as_deref().unwrap_or("-");
     let held = if suppressed > 0 {
         format!(" ({suppressed} GStreamer messages held back before this one)")
@@ -446,6 +546,64 @@ mod tests {
     }
 
     #[test]
+    fn expected_warnings_are_told_apart() {
+        let offer = "did not find compatible transceiver for offer caps application/x-rtp, \
+                     media=(string)audio, will only receive";
+        assert!(is_expected("webrtcbin", offer, Some("pub_p_x")));
+        assert!(is_expected("webrtcbin", offer, None));
+        // The same words from another category, or another message.
+        assert!(!is_expected("rtpbin", offer, None));
+        assert!(!is_expected(
+            "webrtcbin",
+            "failed to set remote description",
+            None
+        ));
+        // Sticky events that a nicesrc could not send are expected; from
+        // anything else they are not.
+        let sticky = "could not send sticky events";
+        assert!(is_expected("GST_PADS", sticky, Some("nicesrc3:src")));
+        assert!(!is_expected("GST_PADS", sticky, Some("queue7:src")));
+        assert!(!is_expected("GST_PADS", sticky, None));
+    }
+
+    #[test]
+    fn expected_warnings_go_out_at_debug() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_env_filter("gstreamer=warn")
+            .finish();
+        let before = counts();
+        tracing::subscriber::with_default(subscriber, || {
+            forward(
+                "webrtcbin",
+                false,
+                ("gstwebrtcbin.c", 7001),
+                || Some("pub_p_1".into()),
+                || Some("failed to match fec decoder with transceiver".into()),
+            );
+            forward(
+                "webrtcbin",
+                false,
+                ("gstwebrtcbin.c", 7002),
+                || Some("pub_p_1".into()),
+                || Some("an unexpected webrtcbin warning".into()),
+            );
+        });
+        let after = counts();
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("fec decoder"), "{text}");
+        assert!(
+            text.contains("WARN") && text.contains("an unexpected webrtcbin warning"),
+            "{text}"
+        );
+        assert!(after.expected > before.expected);
+        assert!(after.warnings > before.warnings);
+    }
+
+    #[test]
     fn gstreamer_warnings_arrive_in_tracing_redacted_and_limited() {
         gst::init().expect("gst init");
         let captured = Captured::default();
@@ -495,8 +653,7 @@ mod tests {
             lines[1].contains("ERROR") && lines[1].contains("49 GStreamer messages held back"),
             "{text}"
         );
-        let (_, _, suppressed) = counts();
-        assert!(suppressed >= 49);
+        assert!(counts().suppressed >= 49);
 
         // The real path: installed, fed by GStreamer's own log macros.
         let captured = Captured::default();
