@@ -545,6 +545,21 @@ mod tests {
         }
     }
 
+    /// Runs `f` with a `tracing` subscriber filtered by `gstreamer=warn`;
+    /// gives back what it wrote.
+    fn logged(f: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_env_filter("gstreamer=warn")
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
     #[test]
     fn expected_warnings_are_told_apart() {
         let offer = "did not find compatible transceiver for offer caps application/x-rtp, \
@@ -568,15 +583,8 @@ mod tests {
 
     #[test]
     fn expected_warnings_go_out_at_debug() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_env_filter("gstreamer=warn")
-            .finish();
         let before = counts();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged(|| {
             forward(
                 "webrtcbin",
                 false,
@@ -593,7 +601,6 @@ mod tests {
             );
         });
         let after = counts();
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(!text.contains("fec decoder"), "{text}");
         assert!(
             text.contains("WARN") && text.contains("an unexpected webrtcbin warning"),
@@ -606,14 +613,7 @@ mod tests {
     #[test]
     fn gstreamer_warnings_arrive_in_tracing_redacted_and_limited() {
         gst::init().expect("gst init");
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_env_filter("gstreamer=warn")
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged(|| {
             // What the installed log function calls, without touching
             // GStreamer's global log setup (other tests share the process).
             // One call site logging a flood, with a different number each time.
@@ -636,7 +636,6 @@ mod tests {
             // Filtered out by RUST_LOG's equivalent: not written.
             tracing::info!(target: "gstreamer", "bridge test info");
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(
@@ -656,21 +655,13 @@ mod tests {
         assert!(counts().suppressed >= 49);
 
         // The real path: installed, fed by GStreamer's own log macros.
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_env_filter("gstreamer=warn")
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged(|| {
             install();
             let cat = gst::DebugCategory::new("bridgetest2", gst::DebugColorFlags::empty(), None);
             cat.set_threshold(gst::DebugLevel::Info);
             gst::warning!(cat, "from GStreamer: http://h/r/r_1#t=abc");
             gst::info!(cat, "info is not bridged");
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(text.contains("category=\"bridgetest2\""), "{text}");
         assert!(
             text.contains("from GStreamer: http://h/r/r_1#t=…"),
