@@ -11,7 +11,9 @@
 //! carries) at most once a second, less and less often while it keeps
 //! coming (the wait doubles up to a minute), and at most [`BURST`] messages a
 //! second in all; the next message that goes out says how many were held
-//! back. A message held back costs a hash and a lock: it is never formatted. Secrets that could appear in a message (a
+//! back. A message held back costs a hash and a lock: it is never formatted (a
+//! WARNING of a category in [`EXPECTED_WARNINGS`] is, to tell whether it is
+//! one of them: a few microseconds). Secrets that could appear in a message (a
 //! link's `#t=` token, `token=` parameters, Bearer tokens, RTMP stream keys)
 //! are replaced by `…`.
 //!
