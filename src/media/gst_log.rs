@@ -52,8 +52,10 @@ const EXPECTED_WARNINGS: &[(&str, &str, &str)] = &[
         "did not find compatible transceiver for offer caps",
         "",
     ),
-    // webrtcbin 1.22 looks for a FEC decoder before the transceiver of a
-    // just-negotiated receive stream exists; it finds one a moment later.
+    // At each negotiation webrtcbin 1.22 tries every FEC decoder of the
+    // bundled transport on every transceiver, and warns for each decoder
+    // that belongs to another m-line (gstwebrtcbin.c,
+    // try_match_transceiver_with_fec_decoder).
     (
         "webrtcbin",
         "failed to match fec decoder with transceiver",
