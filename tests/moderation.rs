@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, peer_view, wait_for, wait_for_explained};
+use common::{Server, peer_view, saw_room_closed, wait_for, wait_for_explained};
 use roomcast::loadgen::peer::{PeerConfig, TestPeer};
 use roomcast::signaling::ClientMessage;
 use serde_json::Value;
@@ -343,11 +343,7 @@ async fn host_rotates_and_closes_over_the_signaling() {
     wait_for_explained(
         "everyone out",
         Duration::from_secs(2),
-        || {
-            (guest.stats().disconnected
-                && guest.stats().errors.contains(&"room_closed".to_string()))
-            .then_some(())
-        },
+        || saw_room_closed(&guest).then_some(()),
         || peer_view(&guest),
     )
     .await;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Server, peer_view, wait_for, wait_for_explained};
+use common::{ADMIN_TOKEN, Server, peer_view, saw_room_closed, wait_for, wait_for_explained};
 use roomcast::loadgen::peer::{PeerConfig, TestPeer};
 use serde_json::Value;
 use std::time::Duration;
@@ -418,13 +418,10 @@ async fn joins_are_refused_as_the_contract_says() {
         || s.signaling_sockets_are(0).then_some(()),
     )
     .await;
-    let closed = |p: &TestPeer| {
-        p.stats().errors.contains(&"room_closed".to_string()) && p.stats().disconnected
-    };
     wait_for_explained(
         "room_closed at both",
         Duration::from_secs(2),
-        || (closed(&host_peer) && closed(&guest)).then_some(()),
+        || (saw_room_closed(&host_peer) && saw_room_closed(&guest)).then_some(()),
         || format!("{}; {}", peer_view(&host_peer), peer_view(&guest)),
     )
     .await;

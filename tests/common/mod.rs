@@ -267,17 +267,8 @@ impl Drop for Server {
 }
 
 /// Polls `f` until it returns `Some` or the deadline passes.
-pub async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+pub async fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_explained(what, timeout, f, String::new).await
 }
 
 /// Like [`wait_for`]; a timeout also says what `explain` reports then.
@@ -293,13 +284,22 @@ pub async fn wait_for_explained<T>(
             return v;
         }
         if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}: {}",
-                explain()
-            );
+            let why = explain();
+            let why = if why.is_empty() {
+                why
+            } else {
+                format!(": {why}")
+            };
+            panic!("timed out after {timeout:?} waiting for {what}{why}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether a test peer was told `room_closed` and its socket ended.
+pub fn saw_room_closed(p: &roomcast::loadgen::peer::TestPeer) -> bool {
+    let st = p.stats();
+    st.disconnected && st.errors.iter().any(|e| e == "room_closed")
 }
 
 /// What a test peer has seen of its room and its subscribe connection, for
